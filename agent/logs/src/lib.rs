@@ -1,0 +1,1 @@
+//! Follows nova-compute's log, parses oslo.log records and classifies their faults.

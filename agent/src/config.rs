@@ -1,0 +1,287 @@
+//! The agent's configuration: `/etc/novamedic/agent.toml`, overridden by
+//! command-line flags.
+//!
+//! Unknown keys are errors, so a typo cannot silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default location of the agent's config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/novamedic/agent.toml";
+
+/// Default controller address.
+pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7400";
+
+/// Default directory for the command ledger, restart budget and log position.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/novamedic-agent";
+
+/// The agent's settings after the file and the flags are merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Name the node reports under; defaults to the host name.
+    pub node: String,
+    /// Controller URL, for example `http://controller:7400`.
+    pub controller: String,
+    pub state_dir: PathBuf,
+    pub report_interval: Duration,
+    /// nova-compute's unit; `None` detects it among the known names.
+    pub nova_compute_unit: Option<String>,
+    /// How long a restarted unit must stay active to count as restarted.
+    pub restart_settle: Duration,
+    /// At most this many restarts per `restart_budget_window`, whatever the
+    /// controller asks.
+    pub restart_budget_max: u32,
+    pub restart_budget_window: Duration,
+    /// nova config files to read; empty reads those on nova-compute's command
+    /// line, or `/etc/nova/nova.conf`.
+    pub nova_config_files: Vec<PathBuf>,
+    /// nova-compute's log file; `None` finds it (the `--log-file` on the
+    /// command line, then the usual paths).
+    pub nova_log_file: Option<PathBuf>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node: default_node_name(),
+            controller: DEFAULT_CONTROLLER.to_string(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            report_interval: Duration::from_secs(10),
+            nova_compute_unit: None,
+            restart_settle: Duration::from_secs(15),
+            restart_budget_max: 3,
+            restart_budget_window: Duration::from_secs(3600),
+            nova_config_files: Vec::new(),
+            nova_log_file: None,
+        }
+    }
+}
+
+/// The file's keys, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    node: Option<String>,
+    controller: Option<String>,
+    state_dir: Option<PathBuf>,
+    report_interval_seconds: Option<u64>,
+    nova_compute_unit: Option<String>,
+    restart_settle_seconds: Option<u64>,
+    restart_budget: Option<RestartBudgetFile>,
+    nova_config_files: Option<Vec<PathBuf>>,
+    nova_log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartBudgetFile {
+    max_restarts: Option<u32>,
+    window_seconds: Option<u64>,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: key `{key}` {expected}")]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        expected: String,
+    },
+}
+
+impl AgentConfig {
+    /// Loads `path`. A missing file gives the defaults only when
+    /// `required` is false (the default path may be absent on a dev machine).
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses the text of a config file; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: AgentFile = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })?;
+        let value_error = |key, expected: &str| ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            expected: expected.to_string(),
+        };
+
+        let mut config = AgentConfig::default();
+        if let Some(node) = file.node {
+            if node.trim().is_empty() || node.contains(char::is_whitespace) {
+                return Err(value_error("node", "must be a host name without spaces"));
+            }
+            config.node = node;
+        }
+        if let Some(controller) = file.controller {
+            validate_controller_url(&controller).map_err(|message| value_error("controller", &message))?;
+            config.controller = controller;
+        }
+        if let Some(state_dir) = file.state_dir {
+            if !state_dir.is_absolute() {
+                return Err(value_error("state_dir", "must be an absolute path"));
+            }
+            config.state_dir = state_dir;
+        }
+        if let Some(seconds) = file.report_interval_seconds {
+            if !(1..=3600).contains(&seconds) {
+                return Err(value_error("report_interval_seconds", "must be between 1 and 3600"));
+            }
+            config.report_interval = Duration::from_secs(seconds);
+        }
+        if let Some(unit) = file.nova_compute_unit {
+            if !unit.ends_with(".service") {
+                return Err(value_error(
+                    "nova_compute_unit",
+                    "must be a full unit name ending in .service, for example nova-compute.service",
+                ));
+            }
+            config.nova_compute_unit = Some(unit);
+        }
+        if let Some(seconds) = file.restart_settle_seconds {
+            if seconds > 600 {
+                return Err(value_error("restart_settle_seconds", "must be at most 600"));
+            }
+            config.restart_settle = Duration::from_secs(seconds);
+        }
+        if let Some(budget) = file.restart_budget {
+            if let Some(max) = budget.max_restarts {
+                config.restart_budget_max = max;
+            }
+            if let Some(seconds) = budget.window_seconds {
+                if seconds == 0 {
+                    return Err(value_error("restart_budget.window_seconds", "must be greater than 0"));
+                }
+                config.restart_budget_window = Duration::from_secs(seconds);
+            }
+        }
+        if let Some(files) = file.nova_config_files {
+            if let Some(relative) = files.iter().find(|f| !f.is_absolute()) {
+                return Err(value_error(
+                    "nova_config_files",
+                    &format!("must hold absolute paths, got {}", relative.display()),
+                ));
+            }
+            config.nova_config_files = files;
+        }
+        if let Some(log_file) = file.nova_log_file {
+            if !log_file.is_absolute() {
+                return Err(value_error("nova_log_file", "must be an absolute path"));
+            }
+            config.nova_log_file = Some(log_file);
+        }
+        Ok(config)
+    }
+}
+
+/// Checks that `url` is an http or https URL with a host.
+pub fn validate_controller_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("must start with http:// or https://, got {url:?}"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
+        return Err(format!("must name a host, got {url:?}"));
+    }
+    Ok(())
+}
+
+/// Returns the host name, which nova uses as the node name by default.
+pub fn default_node_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(Path::new("/etc/novamedic/agent.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.report_interval, Duration::from_secs(10));
+        assert_eq!(config.restart_budget_max, 3);
+        assert_eq!(config.restart_budget_window, Duration::from_secs(3600));
+        assert_eq!(config.restart_settle, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let config = parse(
+            r#"
+            node = "compute-07"
+            controller = "https://controller.example.net:7400"
+            state_dir = "/srv/novamedic"
+            report_interval_seconds = 5
+            nova_compute_unit = "openstack-nova-compute.service"
+            restart_settle_seconds = 3
+            nova_config_files = ["/etc/nova/nova.conf"]
+            nova_log_file = "/var/log/nova/nova-compute.log"
+            [restart_budget]
+            max_restarts = 5
+            window_seconds = 600
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.node, "compute-07");
+        assert_eq!(config.report_interval, Duration::from_secs(5));
+        assert_eq!(config.nova_compute_unit.as_deref(), Some("openstack-nova-compute.service"));
+        assert_eq!(config.restart_budget_max, 5);
+        assert_eq!(config.restart_budget_window, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = parse("report_intervall_seconds = 5").unwrap_err().to_string();
+        assert!(err.contains("/etc/novamedic/agent.toml"), "{err}");
+        assert!(err.contains("report_intervall_seconds"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_expectation() {
+        let cases = [
+            ("report_interval_seconds = 0", "report_interval_seconds", "between 1 and 3600"),
+            ("controller = \"controller:7400\"", "controller", "http://"),
+            ("nova_compute_unit = \"nova-compute\"", "nova_compute_unit", ".service"),
+            ("state_dir = \"relative\"", "state_dir", "absolute"),
+            ("[restart_budget]\nwindow_seconds = 0", "restart_budget.window_seconds", "greater than 0"),
+        ];
+        for (text, key, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error() {
+        let err = parse("report_interval_seconds = \"10s\"").unwrap_err().to_string();
+        assert!(err.contains("report_interval_seconds"), "{err}");
+    }
+
+    #[test]
+    fn missing_optional_file_gives_defaults() {
+        let config = AgentConfig::load(Path::new("/nonexistent/agent.toml"), false).unwrap();
+        assert_eq!(config, AgentConfig::default());
+        assert!(AgentConfig::load(Path::new("/nonexistent/agent.toml"), true).is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! Stable JSON views of the wire types.
+//!
+//! Scripts parse `-o json`, so these structs are an interface: fields may be
+//! added, never renamed or removed. Enum values are lowercase words, times are
+//! RFC 3339 in UTC, sizes are bytes.
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::v1;
+
+/// One node as `novamedic nodes`, `novamedic node show` and
+/// `novamedic-agent check` print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    /// `healthy`, `degraded`, `failed`, `stale` or `unknown`.
+    pub health: &'static str,
+    pub reasons: Vec<String>,
+    /// Last report's arrival at the controller; `null` before the first one.
+    pub last_seen: Option<String>,
+    /// Whether the agent's stream is open. Always true in `check` output.
+    pub connected: bool,
+    pub agent_version: String,
+    pub nova_compute: NovaComputeView,
+    pub cpu: CpuView,
+    pub memory: MemoryView,
+    pub swap: SwapView,
+    pub uptime_seconds: u64,
+    pub instances_path: String,
+    pub disks: Vec<DiskView>,
+    pub guests: GuestsView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NovaComputeView {
+    pub unit: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub result: String,
+    pub main_pid: u32,
+    pub invocation_id: String,
+    pub n_restarts: u32,
+    /// Why the state is unknown; empty otherwise.
+    pub unknown_reason: String,
+    pub process: Option<ProcessView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub state: String,
+    pub tracer_pid: u32,
+    pub rss_bytes: u64,
+    pub cpu_time_ms: u64,
+    pub command_line: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuView {
+    pub count: u32,
+    pub usage_percent: f64,
+    pub load_average: [f64; 3],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryView {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub used_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapView {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskView {
+    pub mount_point: String,
+    pub fs_type: String,
+    pub source: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    /// True for the filesystem that holds nova's instances_path.
+    pub holds_instances: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestsView {
+    pub count: u32,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub list: Vec<GuestView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestView {
+    pub name: String,
+    pub uuid: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub pid: u32,
+}
+
+/// The outcome of `novamedic restart`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartView {
+    pub command_id: String,
+    pub node: String,
+    pub unit: String,
+    /// `succeeded`, `failed`, `rejected` or `timed_out`.
+    pub outcome: &'static str,
+    pub detail: String,
+    pub before: UnitInstanceView,
+    pub after: UnitInstanceView,
+    pub duration_ms: u64,
+    /// True when the agent had executed this command id before and sent its
+    /// recorded result.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitInstanceView {
+    pub main_pid: u32,
+    pub invocation_id: String,
+    pub active_state: String,
+}
+
+/// One entry of `novamedic events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub id: i64,
+    pub time: String,
+    pub node: String,
+    pub kind: String,
+    pub detail: String,
+    pub actor: String,
+    pub command_id: String,
+}
+
+/// Returns the lowercase word for a health status.
+pub fn health_name(status: i32) -> &'static str {
+    match v1::HealthStatus::try_from(status).unwrap_or(v1::HealthStatus::Unspecified) {
+        v1::HealthStatus::Healthy => "healthy",
+        v1::HealthStatus::Degraded => "degraded",
+        v1::HealthStatus::Failed => "failed",
+        v1::HealthStatus::Stale => "stale",
+        v1::HealthStatus::Unknown | v1::HealthStatus::Unspecified => "unknown",
+    }
+}
+
+/// Returns the lowercase word for a command outcome.
+pub fn outcome_name(outcome: i32) -> &'static str {
+    match v1::CommandOutcome::try_from(outcome).unwrap_or(v1::CommandOutcome::Unspecified) {
+        v1::CommandOutcome::Succeeded => "succeeded",
+        v1::CommandOutcome::Failed => "failed",
+        v1::CommandOutcome::Rejected => "rejected",
+        v1::CommandOutcome::TimedOut => "timed_out",
+        v1::CommandOutcome::Unspecified => "unknown",
+    }
+}
+
+/// Formats Unix milliseconds as RFC 3339 in UTC; `None` for 0.
+pub fn rfc3339_from_unix_ms(unix_ms: i64) -> Option<String> {
+    if unix_ms == 0 {
+        return None;
+    }
+    let nanos = i128::from(unix_ms) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
+impl NodeView {
+    /// Builds the view of a node as the controller holds it.
+    pub fn from_status(status: &v1::NodeStatus) -> Self {
+        let health = status.health.clone().unwrap_or_default();
+        let mut view = Self::from_report(&status.node, status.report.as_ref(), &health);
+        view.last_seen = rfc3339_from_unix_ms(status.last_seen_unix_ms);
+        view.connected = status.connected;
+        view.agent_version = status.agent_version.clone();
+        view
+    }
+
+    /// Builds the view of a report with the given health.
+    pub fn from_report(node: &str, report: Option<&v1::NodeReport>, health: &v1::Health) -> Self {
+        let default_report = v1::NodeReport::default();
+        let report = report.unwrap_or(&default_report);
+        let resources = report.resources.clone().unwrap_or_default();
+        let guests = report.guests.clone().unwrap_or_default();
+        let nova = report.nova_compute.clone().unwrap_or_default();
+
+        NodeView {
+            node: node.to_string(),
+            health: health_name(health.status),
+            reasons: health.reasons.clone(),
+            last_seen: None,
+            connected: true,
+            agent_version: String::new(),
+            nova_compute: NovaComputeView {
+                unit: nova.unit,
+                active_state: nova.active_state,
+                sub_state: nova.sub_state,
+                result: nova.result,
+                main_pid: nova.main_pid,
+                invocation_id: nova.invocation_id,
+                n_restarts: nova.n_restarts,
+                unknown_reason: nova.unknown_reason,
+                process: nova.process.map(|p| ProcessView {
+                    pid: p.pid,
+                    state: p.state,
+                    tracer_pid: p.tracer_pid,
+                    rss_bytes: p.rss_bytes,
+                    cpu_time_ms: p.cpu_time_ms,
+                    command_line: p.command_line,
+                }),
+            },
+            cpu: CpuView {
+                count: resources.cpu_count,
+                usage_percent: resources.cpu_usage_percent,
+                load_average: [
+                    resources.load_average_1m,
+                    resources.load_average_5m,
+                    resources.load_average_15m,
+                ],
+            },
+            memory: MemoryView {
+                total_bytes: resources.memory_total_bytes,
+                available_bytes: resources.memory_available_bytes,
+                used_bytes: resources.memory_used_bytes,
+            },
+            swap: SwapView {
+                total_bytes: resources.swap_total_bytes,
+                used_bytes: resources.swap_used_bytes,
+            },
+            uptime_seconds: resources.uptime_seconds,
+            instances_path: resources.instances_path,
+            disks: resources
+                .filesystems
+                .into_iter()
+                .map(|fs| DiskView {
+                    mount_point: fs.mount_point,
+                    fs_type: fs.fs_type,
+                    source: fs.source,
+                    total_bytes: fs.total_bytes,
+                    available_bytes: fs.available_bytes,
+                    holds_instances: fs.holds_instances,
+                })
+                .collect(),
+            guests: GuestsView {
+                count: guests.count,
+                vcpus: guests.vcpus,
+                memory_bytes: guests.memory_bytes,
+                list: guests
+                    .guests
+                    .into_iter()
+                    .map(|g| GuestView {
+                        name: g.name,
+                        uuid: g.uuid,
+                        vcpus: g.vcpus,
+                        memory_bytes: g.memory_bytes,
+                        pid: g.pid,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// Returns the filesystem that holds nova's instances, if reported.
+    pub fn instances_disk(&self) -> Option<&DiskView> {
+        self.disks.iter().find(|d| d.holds_instances)
+    }
+}
+
+impl UnitInstanceView {
+    pub fn from_wire(instance: Option<&v1::UnitInstance>) -> Self {
+        let instance = instance.cloned().unwrap_or_default();
+        UnitInstanceView {
+            main_pid: instance.main_pid,
+            invocation_id: instance.invocation_id,
+            active_state: instance.active_state,
+        }
+    }
+}
+
+impl RestartView {
+    pub fn from_response(response: &v1::RestartResponse) -> Self {
+        let result = response.result.clone().unwrap_or_default();
+        RestartView {
+            command_id: response.command_id.clone(),
+            node: response.node.clone(),
+            unit: response.unit.clone(),
+            outcome: outcome_name(result.outcome),
+            detail: result.detail.clone(),
+            before: UnitInstanceView::from_wire(result.before.as_ref()),
+            after: UnitInstanceView::from_wire(result.after.as_ref()),
+            duration_ms: result.duration_ms,
+            replayed: result.replayed,
+        }
+    }
+}
+
+impl EventView {
+    pub fn from_wire(event: &v1::Event) -> Self {
+        EventView {
+            id: event.id,
+            time: rfc3339_from_unix_ms(event.time_unix_ms).unwrap_or_default(),
+            node: event.node.clone(),
+            kind: event.kind.clone(),
+            detail: event.detail.clone(),
+            actor: event.actor.clone(),
+            command_id: event.command_id.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_milliseconds() {
+        assert_eq!(
+            rfc3339_from_unix_ms(1_700_000_000_123).as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
+        assert_eq!(rfc3339_from_unix_ms(0), None);
+    }
+
+    #[test]
+    fn node_view_keeps_stable_json_keys() {
+        let status = v1::NodeStatus {
+            node: "compute-01".into(),
+            health: Some(v1::Health {
+                status: v1::HealthStatus::Failed as i32,
+                reasons: vec!["nova-compute.service is failed".into()],
+            }),
+            last_seen_unix_ms: 1_700_000_000_000,
+            ..Default::default()
+        };
+        let json = serde_json::to_value(NodeView::from_status(&status)).unwrap();
+        assert_eq!(json["node"], "compute-01");
+        assert_eq!(json["health"], "failed");
+        assert_eq!(json["reasons"][0], "nova-compute.service is failed");
+        assert_eq!(json["last_seen"], "2023-11-14T22:13:20Z");
+        for key in ["unit", "active_state", "sub_state", "main_pid", "invocation_id", "n_restarts"] {
+            assert!(json["nova_compute"].get(key).is_some(), "nova_compute.{key} missing");
+        }
+        assert!(json["cpu"].get("count").is_some());
+        assert!(json["cpu"].get("usage_percent").is_some());
+        assert!(json["memory"].get("total_bytes").is_some());
+        assert!(json["memory"].get("available_bytes").is_some());
+        assert!(json["disks"].is_array());
+        for key in ["count", "vcpus", "memory_bytes"] {
+            assert!(json["guests"].get(key).is_some(), "guests.{key} missing");
+        }
+    }
+}
