@@ -23,6 +23,11 @@ pub struct NodeView {
     /// Whether the agent's stream is open. Always true in `check` output.
     pub connected: bool,
     pub agent_version: String,
+    /// When the controller first saw the node; `null` in `check` output.
+    pub first_seen: Option<String>,
+    pub protocol_version: u32,
+    pub capabilities: Vec<String>,
+    pub report_interval_ms: u64,
     pub nova_compute: NovaComputeView,
     pub cpu: CpuView,
     pub memory: MemoryView,
@@ -182,6 +187,10 @@ impl NodeView {
         view.last_seen = rfc3339_from_unix_ms(status.last_seen_unix_ms);
         view.connected = status.connected;
         view.agent_version = status.agent_version.clone();
+        view.first_seen = rfc3339_from_unix_ms(status.first_seen_unix_ms);
+        view.protocol_version = status.protocol_version;
+        view.capabilities = status.capabilities.clone();
+        view.report_interval_ms = status.report_interval_ms;
         view
     }
 
@@ -200,6 +209,10 @@ impl NodeView {
             last_seen: None,
             connected: true,
             agent_version: String::new(),
+            first_seen: None,
+            protocol_version: 0,
+            capabilities: Vec::new(),
+            report_interval_ms: 0,
             nova_compute: NovaComputeView {
                 unit: nova.unit,
                 active_state: nova.active_state,
@@ -346,8 +359,18 @@ mod tests {
         assert_eq!(json["health"], "failed");
         assert_eq!(json["reasons"][0], "nova-compute.service is failed");
         assert_eq!(json["last_seen"], "2023-11-14T22:13:20Z");
-        for key in ["unit", "active_state", "sub_state", "main_pid", "invocation_id", "n_restarts"] {
-            assert!(json["nova_compute"].get(key).is_some(), "nova_compute.{key} missing");
+        for key in [
+            "unit",
+            "active_state",
+            "sub_state",
+            "main_pid",
+            "invocation_id",
+            "n_restarts",
+        ] {
+            assert!(
+                json["nova_compute"].get(key).is_some(),
+                "nova_compute.{key} missing"
+            );
         }
         assert!(json["cpu"].get("count").is_some());
         assert!(json["cpu"].get("usage_percent").is_some());
