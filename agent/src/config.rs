@@ -85,7 +85,10 @@ struct RestartBudgetFile {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config file {path}: key `{key}` {expected}")]
@@ -102,7 +105,9 @@ impl AgentConfig {
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(path, &text),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Self::default())
+            }
             Err(source) => Err(ConfigError::Read {
                 path: path.to_path_buf(),
                 source,
@@ -114,7 +119,7 @@ impl AgentConfig {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file: AgentFile = toml::from_str(text).map_err(|err| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: err.to_string().trim_end().replace('\n', " "),
+            message: describe_toml_error(text, &err),
         })?;
         let value_error = |key, expected: &str| ConfigError::Value {
             path: path.to_path_buf(),
@@ -130,7 +135,8 @@ impl AgentConfig {
             config.node = node;
         }
         if let Some(controller) = file.controller {
-            validate_controller_url(&controller).map_err(|message| value_error("controller", &message))?;
+            validate_controller_url(&controller)
+                .map_err(|message| value_error("controller", &message))?;
             config.controller = controller;
         }
         if let Some(state_dir) = file.state_dir {
@@ -141,7 +147,10 @@ impl AgentConfig {
         }
         if let Some(seconds) = file.report_interval_seconds {
             if !(1..=3600).contains(&seconds) {
-                return Err(value_error("report_interval_seconds", "must be between 1 and 3600"));
+                return Err(value_error(
+                    "report_interval_seconds",
+                    "must be between 1 and 3600",
+                ));
             }
             config.report_interval = Duration::from_secs(seconds);
         }
@@ -166,7 +175,10 @@ impl AgentConfig {
             }
             if let Some(seconds) = budget.window_seconds {
                 if seconds == 0 {
-                    return Err(value_error("restart_budget.window_seconds", "must be greater than 0"));
+                    return Err(value_error(
+                        "restart_budget.window_seconds",
+                        "must be greater than 0",
+                    ));
                 }
                 config.restart_budget_window = Duration::from_secs(seconds);
             }
@@ -187,6 +199,20 @@ impl AgentConfig {
             config.nova_log_file = Some(log_file);
         }
         Ok(config)
+    }
+}
+
+/// Returns a one-line description of a TOML error: the line number and
+/// toml's own message, without its multi-line source excerpt.
+pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    match err.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let line_number = text[..start].matches('\n').count() + 1;
+            let line = text.lines().nth(line_number - 1).unwrap_or("").trim();
+            format!("line {line_number} `{line}`: {}", err.message())
+        }
+        None => err.message().to_string(),
     }
 }
 
@@ -244,14 +270,19 @@ mod tests {
         .unwrap();
         assert_eq!(config.node, "compute-07");
         assert_eq!(config.report_interval, Duration::from_secs(5));
-        assert_eq!(config.nova_compute_unit.as_deref(), Some("openstack-nova-compute.service"));
+        assert_eq!(
+            config.nova_compute_unit.as_deref(),
+            Some("openstack-nova-compute.service")
+        );
         assert_eq!(config.restart_budget_max, 5);
         assert_eq!(config.restart_budget_window, Duration::from_secs(600));
     }
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let err = parse("report_intervall_seconds = 5").unwrap_err().to_string();
+        let err = parse("report_intervall_seconds = 5")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/novamedic/agent.toml"), "{err}");
         assert!(err.contains("report_intervall_seconds"), "{err}");
     }
@@ -259,11 +290,23 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_expectation() {
         let cases = [
-            ("report_interval_seconds = 0", "report_interval_seconds", "between 1 and 3600"),
+            (
+                "report_interval_seconds = 0",
+                "report_interval_seconds",
+                "between 1 and 3600",
+            ),
             ("controller = \"controller:7400\"", "controller", "http://"),
-            ("nova_compute_unit = \"nova-compute\"", "nova_compute_unit", ".service"),
+            (
+                "nova_compute_unit = \"nova-compute\"",
+                "nova_compute_unit",
+                ".service",
+            ),
             ("state_dir = \"relative\"", "state_dir", "absolute"),
-            ("[restart_budget]\nwindow_seconds = 0", "restart_budget.window_seconds", "greater than 0"),
+            (
+                "[restart_budget]\nwindow_seconds = 0",
+                "restart_budget.window_seconds",
+                "greater than 0",
+            ),
         ];
         for (text, key, expected) in cases {
             let err = parse(text).unwrap_err().to_string();
@@ -274,7 +317,9 @@ mod tests {
 
     #[test]
     fn wrong_type_is_a_parse_error() {
-        let err = parse("report_interval_seconds = \"10s\"").unwrap_err().to_string();
+        let err = parse("report_interval_seconds = \"10s\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("report_interval_seconds"), "{err}");
     }
 

@@ -1,1 +1,451 @@
-//! TODO
+//! The agent's evaluation of its node: healthy, degraded, failed or unknown,
+//! with one reason per finding.
+//!
+//! Failed means nova-compute does not serve. Degraded means it may serve but
+//! someone should look. Every rule runs and adds its reason; the status is
+//! the worst one found (failed, then unknown, then degraded).
+
+use novamedic_proto::v1::{self, HealthStatus};
+
+use crate::report::format_bytes;
+
+/// Below this share of free space or available memory, in percent, the
+/// node is degraded.
+pub const MIN_FREE_PERCENT: u64 = 5;
+
+/// Evaluates `report` into a health status with reasons.
+pub fn evaluate(report: &v1::NodeReport) -> v1::Health {
+    let mut findings = Findings::default();
+    match &report.nova_compute {
+        Some(nova) => check_nova_compute(nova, &mut findings),
+        None => findings.add(
+            HealthStatus::Unknown,
+            "the report holds no nova-compute state".to_string(),
+        ),
+    }
+    if let Some(resources) = &report.resources {
+        check_resources(resources, &mut findings);
+    }
+    findings.into_health()
+}
+
+#[derive(Default)]
+struct Findings {
+    status: Option<HealthStatus>,
+    reasons: Vec<String>,
+}
+
+impl Findings {
+    fn add(&mut self, status: HealthStatus, reason: String) {
+        if self
+            .status
+            .is_none_or(|current| severity(status) > severity(current))
+        {
+            self.status = Some(status);
+        }
+        self.reasons.push(reason);
+    }
+
+    fn into_health(self) -> v1::Health {
+        v1::Health {
+            status: self.status.unwrap_or(HealthStatus::Healthy) as i32,
+            reasons: self.reasons,
+        }
+    }
+}
+
+fn severity(status: HealthStatus) -> u8 {
+    match status {
+        HealthStatus::Healthy | HealthStatus::Unspecified => 0,
+        HealthStatus::Degraded => 1,
+        HealthStatus::Unknown | HealthStatus::Stale => 2,
+        HealthStatus::Failed => 3,
+    }
+}
+
+fn check_nova_compute(nova: &v1::NovaCompute, findings: &mut Findings) {
+    if !nova.unknown_reason.is_empty() || nova.active_state.is_empty() {
+        let reason = if nova.unknown_reason.is_empty() {
+            "nova-compute's unit state is unknown".to_string()
+        } else {
+            nova.unknown_reason.clone()
+        };
+        findings.add(HealthStatus::Unknown, reason);
+        return;
+    }
+    check_unit_state(nova, findings);
+    match &nova.process {
+        Some(process) => check_process(process, findings),
+        None if nova.active_state == "active" => findings.add(
+            HealthStatus::Failed,
+            format!(
+                "{}: main process missing while the unit is active",
+                unit_name(nova)
+            ),
+        ),
+        None => {}
+    }
+}
+
+fn unit_name(nova: &v1::NovaCompute) -> &str {
+    if nova.unit.is_empty() {
+        "nova-compute"
+    } else {
+        &nova.unit
+    }
+}
+
+fn check_unit_state(nova: &v1::NovaCompute, findings: &mut Findings) {
+    let unit = unit_name(nova);
+    if nova.result == "start-limit-hit" {
+        findings.add(
+            HealthStatus::Failed,
+            format!(
+                "{unit} hit its start limit, so systemd gave up restarting it; after fixing the cause an \
+                 operator must run `systemctl reset-failed {unit}` before it can start again"
+            ),
+        );
+        return;
+    }
+    let state = nova.active_state.as_str();
+    match state {
+        "active" => {}
+        "failed" => findings.add(
+            HealthStatus::Failed,
+            format!("{unit} failed (Result={})", nova.result),
+        ),
+        "inactive" => findings.add(HealthStatus::Failed, format!("{unit} is inactive")),
+        "activating" | "deactivating" | "reloading" => findings.add(
+            HealthStatus::Degraded,
+            format!("{unit} is {state} (SubState={})", nova.sub_state),
+        ),
+        other => findings.add(
+            HealthStatus::Degraded,
+            format!("{unit} is in ActiveState {other}, which the agent does not know"),
+        ),
+    }
+}
+
+fn check_process(process: &v1::Process, findings: &mut Findings) {
+    let pid = process.pid;
+    match process.state.as_str() {
+        "T" | "t" if process.tracer_pid == 0 => findings.add(
+            HealthStatus::Degraded,
+            format!("nova-compute process {pid} stopped (T) without a tracer; `kill -CONT {pid}` resumes it"),
+        ),
+        "T" | "t" => findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "nova-compute process {pid} is stopped and being traced by PID {}; leave it alone",
+                process.tracer_pid
+            ),
+        ),
+        "D" => findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "nova-compute process {pid} is in uninterruptible sleep (D): check storage such as an NFS \
+                 instances_path; a restart does not help"
+            ),
+        ),
+        "Z" => findings.add(
+            HealthStatus::Failed,
+            format!("nova-compute process {pid} is a zombie (Z)"),
+        ),
+        "X" => findings.add(
+            HealthStatus::Failed,
+            format!("nova-compute process {pid} is dead (X)"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_resources(resources: &v1::Resources, findings: &mut Findings) {
+    if let Some(filesystem) = resources.filesystems.iter().find(|fs| fs.holds_instances) {
+        check_instances_filesystem(filesystem, &resources.instances_path, findings);
+    }
+    let total = resources.memory_total_bytes;
+    let available = resources.memory_available_bytes;
+    if total > 0 && below_min_percent(available, total) {
+        findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "memory available is {:.1} % ({} of {})",
+                percent(available, total),
+                format_bytes(available),
+                format_bytes(total)
+            ),
+        );
+    }
+}
+
+fn check_instances_filesystem(
+    filesystem: &v1::Filesystem,
+    instances_path: &str,
+    findings: &mut Findings,
+) {
+    let mount_point = &filesystem.mount_point;
+    if filesystem.total_bytes == 0 {
+        findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "the size of {mount_point}, which holds instances_path {instances_path}, cannot be read \
+                 (statvfs failed or timed out): check its storage"
+            ),
+        );
+        return;
+    }
+    let (available, total) = (filesystem.available_bytes, filesystem.total_bytes);
+    if below_min_percent(available, total) {
+        findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "{mount_point}, which holds instances_path {instances_path}, has {:.1} % free ({} of {})",
+                percent(available, total),
+                format_bytes(available),
+                format_bytes(total)
+            ),
+        );
+    }
+}
+
+fn below_min_percent(part: u64, whole: u64) -> bool {
+    u128::from(part) * 100 < u128::from(whole) * u128::from(MIN_FREE_PERCENT)
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    part as f64 * 100.0 / whole as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn process(state: &str, tracer_pid: u32) -> v1::Process {
+        v1::Process {
+            pid: 4242,
+            state: state.to_string(),
+            tracer_pid,
+            rss_bytes: GIB,
+            cpu_time_ms: 1000,
+            command_line: "/usr/bin/python3 /usr/bin/nova-compute".to_string(),
+        }
+    }
+
+    fn unit(active_state: &str, sub_state: &str, result: &str) -> v1::NovaCompute {
+        v1::NovaCompute {
+            unit: "nova-compute.service".to_string(),
+            active_state: active_state.to_string(),
+            sub_state: sub_state.to_string(),
+            result: result.to_string(),
+            main_pid: 4242,
+            process: Some(process("S", 0)),
+            ..Default::default()
+        }
+    }
+
+    fn resources() -> v1::Resources {
+        v1::Resources {
+            memory_total_bytes: 64 * GIB,
+            memory_available_bytes: 32 * GIB,
+            instances_path: "/var/lib/nova/instances".to_string(),
+            filesystems: vec![
+                v1::Filesystem {
+                    mount_point: "/".to_string(),
+                    fs_type: "ext4".to_string(),
+                    total_bytes: 100 * GIB,
+                    available_bytes: GIB,
+                    ..Default::default()
+                },
+                v1::Filesystem {
+                    mount_point: "/var/lib/nova".to_string(),
+                    fs_type: "nfs4".to_string(),
+                    total_bytes: 1000 * GIB,
+                    available_bytes: 500 * GIB,
+                    holds_instances: true,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn report(nova: v1::NovaCompute) -> v1::NodeReport {
+        v1::NodeReport {
+            nova_compute: Some(nova),
+            resources: Some(resources()),
+            ..Default::default()
+        }
+    }
+
+    fn with_process(mut nova: v1::NovaCompute, process: Option<v1::Process>) -> v1::NovaCompute {
+        nova.process = process;
+        nova
+    }
+
+    fn unknown(reason: &str) -> v1::NovaCompute {
+        v1::NovaCompute {
+            unknown_reason: reason.to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unit_and_process_rules() {
+        use HealthStatus::*;
+        let cases: Vec<(&str, v1::NovaCompute, HealthStatus, &str)> = vec![
+            ("healthy", unit("active", "running", "success"), Healthy, ""),
+            ("not installed", unknown("nova-compute is not installed"), Unknown, "nova-compute is not installed"),
+            ("no systemd", unknown("systemd is not PID 1"), Unknown, "systemd is not PID 1"),
+            ("no state", v1::NovaCompute::default(), Unknown, "unknown"),
+            ("failed", unit("failed", "failed", "signal"), Failed, "nova-compute.service failed (Result=signal)"),
+            ("inactive", unit("inactive", "dead", "success"), Failed, "nova-compute.service is inactive"),
+            (
+                "start limit",
+                unit("failed", "failed", "start-limit-hit"),
+                Failed,
+                "systemctl reset-failed nova-compute.service",
+            ),
+            ("activating", unit("activating", "auto-restart", "exit-code"), Degraded, "is activating"),
+            ("deactivating", unit("deactivating", "stop-sigterm", "success"), Degraded, "is deactivating"),
+            ("reloading", unit("reloading", "reload", "success"), Degraded, "is reloading"),
+            ("odd state", unit("maintenance", "", "success"), Degraded, "maintenance"),
+            (
+                "missing process",
+                with_process(unit("active", "running", "success"), None),
+                Failed,
+                "main process missing while the unit is active",
+            ),
+            (
+                "stopped",
+                with_process(unit("active", "running", "success"), Some(process("T", 0))),
+                Degraded,
+                "process 4242 stopped (T) without a tracer",
+            ),
+            (
+                "traced",
+                with_process(unit("active", "running", "success"), Some(process("t", 999))),
+                Degraded,
+                "being traced by PID 999; leave it alone",
+            ),
+            (
+                "disk sleep",
+                with_process(unit("active", "running", "success"), Some(process("D", 0))),
+                Degraded,
+                "uninterruptible sleep (D): check storage such as an NFS instances_path; a restart does not help",
+            ),
+            (
+                "zombie",
+                with_process(unit("active", "running", "success"), Some(process("Z", 0))),
+                Failed,
+                "zombie",
+            ),
+            (
+                "inactive without process",
+                with_process(unit("inactive", "dead", "success"), None),
+                Failed,
+                "is inactive",
+            ),
+        ];
+        for (name, nova, expected_status, expected_reason) in cases {
+            let health = evaluate(&report(nova));
+            assert_eq!(
+                health.status, expected_status as i32,
+                "{name}: {:?}",
+                health.reasons
+            );
+            if expected_reason.is_empty() {
+                assert!(health.reasons.is_empty(), "{name}: {:?}", health.reasons);
+            } else {
+                assert_eq!(health.reasons.len(), 1, "{name}: {:?}", health.reasons);
+                assert!(
+                    health.reasons[0].contains(expected_reason),
+                    "{name}: {:?}",
+                    health.reasons
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resource_rules() {
+        let healthy = unit("active", "running", "success");
+        type Case = (
+            &'static str,
+            fn(&mut v1::Resources),
+            HealthStatus,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            ("plenty", |_| {}, HealthStatus::Healthy, ""),
+            (
+                "instances almost full",
+                |r| r.filesystems[1].available_bytes = 49 * GIB,
+                HealthStatus::Degraded,
+                "/var/lib/nova, which holds instances_path /var/lib/nova/instances, has 4.9 % free",
+            ),
+            (
+                "exactly five percent",
+                |r| r.filesystems[1].available_bytes = 50 * GIB,
+                HealthStatus::Healthy,
+                "",
+            ),
+            (
+                "instances size unreadable",
+                |r| {
+                    r.filesystems[1].total_bytes = 0;
+                    r.filesystems[1].available_bytes = 0;
+                },
+                HealthStatus::Degraded,
+                "cannot be read",
+            ),
+            (
+                "no filesystem holds instances",
+                |r| r.filesystems[1].holds_instances = false,
+                HealthStatus::Healthy,
+                "",
+            ),
+            (
+                "memory low",
+                |r| r.memory_available_bytes = 3 * GIB,
+                HealthStatus::Degraded,
+                "memory available is 4.7 % (3.0 GiB of 64.0 GiB)",
+            ),
+        ];
+        for (name, change, expected_status, expected_reason) in cases {
+            let mut report = report(healthy.clone());
+            change(report.resources.as_mut().unwrap());
+            let health = evaluate(&report);
+            assert_eq!(
+                health.status, expected_status as i32,
+                "{name}: {:?}",
+                health.reasons
+            );
+            if expected_reason.is_empty() {
+                assert!(health.reasons.is_empty(), "{name}: {:?}", health.reasons);
+            } else {
+                assert!(
+                    health.reasons[0].contains(expected_reason),
+                    "{name}: {:?}",
+                    health.reasons
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn worst_finding_wins_and_all_reasons_kept() {
+        let mut report = report(unit("failed", "failed", "signal"));
+        report.resources.as_mut().unwrap().memory_available_bytes = GIB;
+        let health = evaluate(&report);
+        assert_eq!(health.status, HealthStatus::Failed as i32);
+        assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
+
+        let mut report = self::report(unknown("systemd is not PID 1"));
+        report.resources.as_mut().unwrap().memory_available_bytes = GIB;
+        let health = evaluate(&report);
+        assert_eq!(health.status, HealthStatus::Unknown as i32);
+        assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
+    }
+}

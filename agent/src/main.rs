@@ -1,1 +1,281 @@
-fn main() {}
+//! `novamedic-agent`: the node agent's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use novamedic_agent::config::{self, AgentConfig, ConfigError};
+use novamedic_agent::executor::{Executor, ExecutorSettings};
+use novamedic_agent::report::{self, ReportBuilder};
+use novamedic_agent::systemd::dbus::SystemdManager;
+use novamedic_agent::systemd::watch::spawn_unit_watch;
+use novamedic_agent::systemd::UnitObservation;
+use novamedic_agent::transport::{self, TransitionLog, Transport};
+use novamedic_proto::v1;
+use novamedic_proto::view::NodeView;
+
+/// Exit status for an unusable config file (sysexits.h EX_CONFIG). The
+/// packaged unit lists it in RestartPreventExitStatus, so systemd does not
+/// restart an agent whose config is wrong.
+const EXIT_CONFIG: u8 = 78;
+
+/// Exit status for any other failure at start.
+const EXIT_FAILURE: u8 = 1;
+
+/// How long `check` waits for systemd to answer before reporting the unit as
+/// unknown.
+const CHECK_UNIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// CPU usage is a difference between two readings; sysinfo needs them at
+/// least 200 ms apart.
+const CHECK_CPU_SAMPLE: Duration = Duration::from_millis(300);
+
+#[derive(Parser)]
+#[command(
+    name = "novamedic-agent",
+    version,
+    about = "novamedic's compute node agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report to the controller and execute its commands until stopped.
+    Run(RunArgs),
+    /// Print this node's report once, without a controller.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Config file to read; a missing file is an error when this is given.
+    #[arg(long, env = "NOVAMEDIC_AGENT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Name this node reports under [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+
+    /// nova-compute's systemd unit [default: detected].
+    #[arg(long, value_name = "UNIT")]
+    unit: Option<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+
+    /// Controller URL, for example http://controller:7400.
+    #[arg(long, env = "NOVAMEDIC_CONTROLLER", value_name = "URL")]
+    controller: Option<String>,
+
+    /// Directory for the command ledger and restart budget.
+    #[arg(long, value_name = "PATH")]
+    state_dir: Option<PathBuf>,
+
+    /// Seconds between periodic reports.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    report_interval: Option<u64>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `check` prints its findings itself; only errors go to the log there.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        Command::Check(_) => "error",
+    };
+    init_tracing(default_level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Check(args) => check(args).await,
+        }
+    })
+}
+
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NOVAMEDIC_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Reads the config file and applies the flags shared by every subcommand.
+fn load_config(args: &ConfigArgs) -> Result<AgentConfig, ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => AgentConfig::load(path, true)?,
+        None => AgentConfig::load(std::path::Path::new(config::DEFAULT_CONFIG_PATH), false)?,
+    };
+    if let Some(node) = &args.node {
+        config.node = node.clone();
+    }
+    if let Some(unit) = &args.unit {
+        config.nova_compute_unit = Some(unit.clone());
+    }
+    Ok(config)
+}
+
+fn config_failure(err: ConfigError) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let mut config = match load_config(&args.common) {
+        Ok(config) => config,
+        Err(err) => return config_failure(err),
+    };
+    if let Some(controller) = args.controller {
+        if let Err(message) = config::validate_controller_url(&controller) {
+            eprintln!("error: invalid --controller: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        config.controller = controller;
+    }
+    if let Some(state_dir) = args.state_dir {
+        config.state_dir = state_dir;
+    }
+    if let Some(seconds) = args.report_interval {
+        config.report_interval = Duration::from_secs(seconds);
+    }
+
+    let (unit_rx, _watch_task) = spawn_unit_watch(config.nova_compute_unit.clone());
+    let executor = match Executor::open(
+        SystemdManager::new(),
+        unit_rx.clone(),
+        &ExecutorSettings::from_config(&config),
+    ) {
+        Ok(executor) => Arc::new(executor),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    let transitions = Arc::new(TransitionLog::default());
+    transport::spawn_transition_recorder(unit_rx.clone(), transitions.clone());
+
+    tracing::info!(
+        node = %config.node,
+        controller = %config.controller,
+        state_dir = %config.state_dir.display(),
+        report_interval_seconds = config.report_interval.as_secs(),
+        version = env!("CARGO_PKG_VERSION"),
+        "agent starting"
+    );
+    let builder = ReportBuilder::new(&config);
+    let transport = Transport::new(config, executor, builder, unit_rx, transitions);
+    transport.run(shutdown_signal()).await;
+    tracing::info!("agent stopped");
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT and logs which one arrived.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stop the agent with SIGINT");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+}
+
+async fn check(args: CheckArgs) -> ExitCode {
+    let config = match load_config(&args.common) {
+        Ok(config) => config,
+        Err(err) => return config_failure(err),
+    };
+
+    let started = Instant::now();
+    let (mut unit_rx, watch_task) = spawn_unit_watch(config.nova_compute_unit.clone());
+    let mut builder = ReportBuilder::new(&config);
+    // Wait for the first real reading of the unit, or give up and report it
+    // as unknown with the watch's own reason.
+    let _ = tokio::time::timeout(CHECK_UNIT_TIMEOUT, unit_rx.changed()).await;
+    let remaining = CHECK_CPU_SAMPLE.saturating_sub(started.elapsed());
+    tokio::time::sleep(remaining).await;
+
+    let observation: UnitObservation = unit_rx.borrow().clone();
+    watch_task.abort();
+    let report = tokio::task::spawn_blocking(move || {
+        builder.build(&observation, v1::ReportTrigger::Connect, 1)
+    })
+    .await
+    .expect("report builder panicked");
+
+    let health = report.health.clone().unwrap_or_default();
+    let view = NodeView::from_report(&config.node, Some(&report), &health);
+    let text = match args.output {
+        Output::Json => match serde_json::to_string_pretty(&view) {
+            Ok(json) => json + "\n",
+            Err(err) => {
+                eprintln!("error: cannot encode the report as JSON: {err}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
+        Output::Table => report::render_table(&view),
+    };
+    write_stdout(&text)
+}
+
+/// Writes `text` to stdout. A closed pipe (`check | head`) is not an error.
+fn write_stdout(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: cannot write to stdout: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -38,6 +38,18 @@ impl UnitSnapshot {
     }
 }
 
+/// What the agent knows about nova-compute's unit at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitObservation {
+    Known(UnitSnapshot),
+    /// The state cannot be read: `reason` says why in an operator's words,
+    /// for example "nova-compute is not installed" or "systemd is not PID 1".
+    Unknown {
+        unit: Option<String>,
+        reason: String,
+    },
+}
+
 /// How a restart ended, as seen from systemd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartReport {
@@ -62,18 +74,24 @@ pub struct RestartReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     /// No system bus or systemd is not PID 1.
-    #[error("systemd is not available: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     #[error("unit {0} is not installed")]
     UnitNotFound(String),
     #[error("D-Bus call {method} failed: {message}")]
-    Call { method: &'static str, message: String },
+    Call {
+        method: &'static str,
+        message: String,
+    },
 }
 
 /// The agent's view of the service manager.
 pub trait ServiceManager: Send + Sync + 'static {
     /// Returns the current properties of `unit`.
-    fn unit_snapshot(&self, unit: &str) -> impl Future<Output = Result<UnitSnapshot, SystemdError>> + Send;
+    fn unit_snapshot(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<UnitSnapshot, SystemdError>> + Send;
 
     /// Restarts `unit` with `RestartUnit(unit, "replace")`, waits for the
     /// job's `JobRemoved`, for the unit to be active with a new InvocationID,
