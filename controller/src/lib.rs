@@ -1,1 +1,40 @@
+//! novamedic's controller: it keeps the fleet's state, serves agents and
+//! operators over gRPC, and contains the operator CLI.
+//!
+//! Layout and what each part may know:
+//! - [`store`]: the database. The only module with SQL or sqlx types.
+//! - [`fleet`]: the in-memory state of every node, its open stream and its
+//!   pending commands. No I/O.
+//! - [`controller`]: the steps that change state, each applied to the fleet
+//!   and then persisted with its events.
+//! - [`agent_api`] and [`operator_api`]: the two gRPC services, thin adapters
+//!   over [`controller`].
+//! - [`server`]: binds, serves both services, marks stale nodes, shuts down.
+//! - [`config`]: the controller's TOML file.
+//! - [`cli`]: the `novamedic` command line, server and operator client in one.
 
+pub mod agent_api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod fleet;
+pub mod operator_api;
+pub mod server;
+pub mod store;
+
+/// Version of this controller, sent to agents in HelloAck.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Formats an error with its sources, `outer: inner: innermost`, for logs and
+/// messages that show the chain once.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,176 @@
+//! The gRPC service agents dial: one long-lived `Attach` stream per agent.
+//!
+//! NOTE: a node's identity is what its Hello claims. Until agents present
+//! client certificates, any peer that reaches the listener can speak for any
+//! node, and a second stream for a node replaces the first.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use novamedic_proto::v1::agent_message::Body;
+use novamedic_proto::v1::agent_service_server::AgentService;
+use novamedic_proto::{v1, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::controller::Controller;
+use crate::store::HelloRecord;
+
+/// Time an agent has to send its Hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages buffered down one agent's stream. The stream carries only the
+/// HelloAck and commands, which are rare.
+const STREAM_BUFFER: usize = 16;
+
+type ControllerStream = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, Status>> + Send>>;
+
+/// The `AgentService` implementation.
+#[derive(Clone, Debug)]
+pub struct AgentApi {
+    controller: Arc<Controller>,
+}
+
+impl AgentApi {
+    pub fn new(controller: Arc<Controller>) -> Self {
+        AgentApi { controller }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type AttachStream = ControllerStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |addr| addr.to_string());
+        let mut inbound = request.into_inner();
+        let hello = read_hello(&mut inbound).await.inspect_err(|status| {
+            tracing::warn!(peer = %peer, error = %status.message(), "stream rejected");
+        })?;
+        check_hello(&hello).inspect_err(|status| {
+            tracing::warn!(peer = %peer, node = %hello.node, error = %status.message(), "stream rejected");
+        })?;
+
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        sender
+            .try_send(hello_ack())
+            .map_err(|_| Status::internal("cannot queue the HelloAck on a new stream"))?;
+        let record = hello_record(hello);
+        let node = record.node.clone();
+        let connection_id = self.controller.accept_hello(record, sender).await;
+
+        let controller = Arc::clone(&self.controller);
+        tokio::spawn(read_stream(controller, node, connection_id, inbound));
+        let outbound = ReceiverStream::new(receiver).map(Ok);
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+async fn read_hello(inbound: &mut Streaming<v1::AgentMessage>) -> Result<v1::Hello, Status> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| {
+            Status::invalid_argument(format!(
+                "no Hello within {} s of opening the stream; the first message must be a Hello",
+                HELLO_TIMEOUT.as_secs()
+            ))
+        })??;
+    match first.and_then(|message| message.body) {
+        Some(Body::Hello(hello)) => Ok(hello),
+        Some(other) => Err(Status::invalid_argument(format!(
+            "the first message of an Attach stream must be a Hello, not a {}",
+            body_name(&other)
+        ))),
+        None => Err(Status::invalid_argument(
+            "the stream ended or sent an empty message before its Hello",
+        )),
+    }
+}
+
+fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
+    if hello.node.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "Hello.node is empty; the agent must announce the node's host name",
+        ));
+    }
+    let version = hello.protocol_version;
+    if version == 0 || version > PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "agent on {} speaks protocol version {version}, but this controller speaks version \
+             {PROTOCOL_VERSION}; run agent and controller releases that share a protocol version",
+            hello.node
+        )));
+    }
+    Ok(())
+}
+
+/// Reads an accepted stream until it ends, was replaced, or failed.
+async fn read_stream(
+    controller: Arc<Controller>,
+    node: String,
+    connection_id: u64,
+    mut inbound: Streaming<v1::AgentMessage>,
+) {
+    let detail = loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break "the agent closed the stream".to_string(),
+            Err(status) => break format!("the stream failed: {}", status.message()),
+        };
+        match message.body {
+            Some(Body::Report(report)) => {
+                let applied = controller.accept_report(&node, connection_id, report).await;
+                if applied.is_err() {
+                    tracing::info!(node = %node, connection_id, "stream was replaced; stop reading it");
+                    return;
+                }
+            }
+            Some(Body::CommandResult(result)) => {
+                controller.accept_command_result(&node, result).await;
+            }
+            Some(Body::Hello(_)) => {
+                tracing::warn!(node = %node, connection_id, "ignoring a second Hello on an open stream");
+            }
+            None => {
+                tracing::warn!(node = %node, connection_id, "ignoring a message without a known body");
+            }
+        }
+    };
+    controller.close_stream(&node, connection_id, detail).await;
+}
+
+fn hello_ack() -> v1::ControllerMessage {
+    v1::ControllerMessage {
+        body: Some(v1::controller_message::Body::HelloAck(v1::HelloAck {
+            protocol_version: PROTOCOL_VERSION,
+            controller_version: crate::VERSION.to_string(),
+        })),
+    }
+}
+
+fn hello_record(hello: v1::Hello) -> HelloRecord {
+    HelloRecord {
+        node: hello.node.trim().to_string(),
+        agent_version: hello.agent_version,
+        protocol_version: hello.protocol_version,
+        capabilities: hello.capabilities,
+        unit: hello.nova_compute_unit,
+        report_interval_ms: hello.report_interval_ms,
+    }
+}
+
+fn body_name(body: &Body) -> &'static str {
+    match body {
+        Body::Hello(_) => "Hello",
+        Body::Report(_) => "NodeReport",
+        Body::CommandResult(_) => "CommandResult",
+    }
+}

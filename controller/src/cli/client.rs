@@ -1,0 +1,251 @@
+//! The operator commands: call the controller, print the response, and turn
+//! failures into messages and exit codes.
+
+use std::time::Duration;
+
+use novamedic_proto::v1;
+use novamedic_proto::v1::operator_service_client::OperatorServiceClient;
+use novamedic_proto::view::{EventView, NodeView, RestartView};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::{exit, render, EventsArgs, OutputFormat, RestartArgs};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deadline of calls that only read state.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Extra time a restart call gets beyond its wait, so the controller's own
+/// DEADLINE_EXCEEDED status arrives before the client gives up.
+const RESTART_CALL_MARGIN: Duration = Duration::from_secs(10);
+
+/// A command that did not succeed: the message for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit_code: u8,
+    pub message: String,
+}
+
+type Outcome = Result<u8, Failure>;
+
+pub async fn nodes(url: &str, format: OutputFormat) -> Outcome {
+    let mut client = connect(url).await?;
+    let mut request = tonic::Request::new(v1::ListNodesRequest {});
+    request.set_timeout(READ_TIMEOUT);
+    let nodes = client
+        .list_nodes(request)
+        .await
+        .map_err(status_failure)?
+        .into_inner()
+        .nodes;
+    match format {
+        OutputFormat::Json => {
+            print_json(&nodes.iter().map(NodeView::from_status).collect::<Vec<_>>())?
+        }
+        OutputFormat::Table => print!("{}", render::nodes(&nodes, crate::clock::now_unix_ms())),
+    }
+    Ok(0)
+}
+
+pub async fn node_show(url: &str, format: OutputFormat, node: &str) -> Outcome {
+    let mut client = connect(url).await?;
+    let mut request = tonic::Request::new(v1::GetNodeRequest {
+        node: node.to_string(),
+    });
+    request.set_timeout(READ_TIMEOUT);
+    let status = client
+        .get_node(request)
+        .await
+        .map_err(status_failure)?
+        .into_inner();
+    match format {
+        OutputFormat::Json => print_json(&NodeView::from_status(&status))?,
+        OutputFormat::Table => print!("{}", render::node(&status, crate::clock::now_unix_ms())),
+    }
+    Ok(0)
+}
+
+pub async fn restart(url: &str, format: OutputFormat, args: &RestartArgs) -> Outcome {
+    let mut client = connect(url).await?;
+    let wait = Duration::from_secs(args.wait);
+    let mut request = tonic::Request::new(v1::RestartRequest {
+        node: args.node.clone(),
+        reason: args.reason.clone(),
+        requested_by: requester_identity(),
+        wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+    });
+    request.set_timeout(wait + RESTART_CALL_MARGIN);
+    let response = client
+        .restart_nova_compute(request)
+        .await
+        .map_err(status_failure)?
+        .into_inner();
+    let view = RestartView::from_response(&response);
+    match format {
+        OutputFormat::Json => print_json(&view)?,
+        OutputFormat::Table => print!("{}", render::restart(&view)),
+    }
+    Ok(outcome_exit_code(view.outcome))
+}
+
+pub async fn events(url: &str, format: OutputFormat, args: &EventsArgs) -> Outcome {
+    let mut client = connect(url).await?;
+    let mut request = tonic::Request::new(v1::ListEventsRequest {
+        node: args.node.clone().unwrap_or_default(),
+        limit: args.limit,
+    });
+    request.set_timeout(READ_TIMEOUT);
+    let events = client
+        .list_events(request)
+        .await
+        .map_err(status_failure)?
+        .into_inner()
+        .events;
+    match format {
+        OutputFormat::Json => {
+            print_json(&events.iter().map(EventView::from_wire).collect::<Vec<_>>())?
+        }
+        OutputFormat::Table => print!("{}", render::events(&events)),
+    }
+    Ok(0)
+}
+
+/// Returns the exit code for a restart's outcome word from [`RestartView`].
+fn outcome_exit_code(outcome: &str) -> u8 {
+    match outcome {
+        "succeeded" => 0,
+        "timed_out" => exit::TIMED_OUT,
+        _ => exit::FAILED,
+    }
+}
+
+async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>, Failure> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|_| Failure {
+        exit_code: exit::USAGE,
+        message: format!(
+            "invalid controller URL {url:?}; expected one like http://127.0.0.1:7400 \
+             (set --controller or NOVAMEDIC_CONTROLLER)"
+        ),
+    })?;
+    let channel = endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|err| Failure {
+            exit_code: exit::UNAVAILABLE,
+            message: format!(
+                "cannot reach the controller at {url}: {}; is `novamedic serve` running? \
+                 set --controller or NOVAMEDIC_CONTROLLER",
+                connect_cause(&err)
+            ),
+        })?;
+    Ok(OperatorServiceClient::new(channel))
+}
+
+/// Returns the innermost cause of a connection failure in plain words, such
+/// as "connection refused", instead of tonic's layered message.
+fn connect_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = err;
+    while let Some(source) = cause.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::TimedOut => "connection timed out".to_string(),
+                _ => io.to_string(),
+            };
+        }
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Maps a gRPC status from the controller to the CLI's exit codes.
+fn status_failure(status: tonic::Status) -> Failure {
+    let exit_code = match status.code() {
+        Code::NotFound => exit::NOT_FOUND,
+        Code::Unavailable => exit::UNAVAILABLE,
+        Code::DeadlineExceeded | Code::Cancelled => exit::TIMED_OUT,
+        Code::InvalidArgument => exit::USAGE,
+        _ => exit::FAILED,
+    };
+    let message = match status.code() {
+        Code::Unavailable
+        | Code::NotFound
+        | Code::DeadlineExceeded
+        | Code::InvalidArgument
+        | Code::FailedPrecondition => status.message().to_string(),
+        code => format!("{}: {}", code.description(), status.message()),
+    };
+    Failure { exit_code, message }
+}
+
+/// Returns the identity recorded as `requested_by`: `$SUDO_USER` (the person
+/// behind sudo) or `$USER`, at this host.
+///
+/// NOTE: this is the client's own claim and the controller cannot verify it;
+/// it becomes trustworthy only once operators authenticate with certificates.
+fn requester_identity() -> String {
+    let user = ["SUDO_USER", "USER"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.is_empty())
+        .unwrap_or_else(|| "unknown-user".to_string());
+    format!("{user}@{}", host_name())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|err| Failure {
+        exit_code: exit::FAILED,
+        message: format!("cannot encode the response as JSON: {err}"),
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_exit_codes() {
+        let cases = [
+            (Code::NotFound, exit::NOT_FOUND),
+            (Code::Unavailable, exit::UNAVAILABLE),
+            (Code::DeadlineExceeded, exit::TIMED_OUT),
+            (Code::InvalidArgument, exit::USAGE),
+            (Code::FailedPrecondition, exit::FAILED),
+            (Code::Internal, exit::FAILED),
+        ];
+        for (code, expected) in cases {
+            let failure = status_failure(tonic::Status::new(code, "boom"));
+            assert_eq!(failure.exit_code, expected, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_exit_codes() {
+        assert_eq!(outcome_exit_code("succeeded"), 0);
+        assert_eq!(outcome_exit_code("failed"), exit::FAILED);
+        assert_eq!(outcome_exit_code("rejected"), exit::FAILED);
+        assert_eq!(outcome_exit_code("timed_out"), exit::TIMED_OUT);
+        assert_eq!(outcome_exit_code("unknown"), exit::FAILED);
+    }
+
+    #[test]
+    fn requester_has_user_and_host() {
+        let identity = requester_identity();
+        let (user, host) = identity.split_once('@').expect("user@host");
+        assert!(!user.is_empty());
+        assert!(!host.is_empty());
+    }
+}

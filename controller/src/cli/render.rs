@@ -1,0 +1,383 @@
+//! Text output of the operator commands.
+
+use std::fmt::Write;
+
+use novamedic_proto::v1;
+use novamedic_proto::view::{rfc3339_from_unix_ms, NodeView, RestartView, UnitInstanceView};
+
+use super::table::Table;
+use crate::clock::format_age;
+
+/// Formats one line per node, with the reasons of nodes that need attention
+/// on lines below.
+pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
+    if statuses.is_empty() {
+        return "No nodes yet: no agent has connected to this controller.\n".to_string();
+    }
+    let mut table = Table::new(&[
+        "NODE",
+        "HEALTH",
+        "NOVA-COMPUTE",
+        "CPU%",
+        "MEMORY",
+        "INSTANCES FREE",
+        "GUESTS",
+        "LAST SEEN",
+    ]);
+    for status in statuses {
+        let view = NodeView::from_status(status);
+        let has_report = status.report.is_some();
+        let cells = vec![
+            view.node.clone(),
+            view.health.to_string(),
+            unit_state(&view),
+            if has_report {
+                format!("{:.1}", view.cpu.usage_percent)
+            } else {
+                "-".into()
+            },
+            if has_report {
+                memory(&view)
+            } else {
+                "-".into()
+            },
+            view.instances_disk()
+                .map_or_else(|| "-".to_string(), |disk| bytes(disk.available_bytes)),
+            if has_report {
+                view.guests.count.to_string()
+            } else {
+                "-".into()
+            },
+            last_seen(status, now_unix_ms),
+        ];
+        table.push(cells, notes(&view));
+    }
+    table.render()
+}
+
+/// Everything about one node, laid out like `systemctl status`.
+pub fn node(status: &v1::NodeStatus, now_unix_ms: i64) -> String {
+    let view = NodeView::from_status(status);
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {}", health_dot(view.health), view.node);
+    field(&mut out, "Health", view.health);
+    for reason in &view.reasons {
+        field(&mut out, "", &format!("└ {reason}"));
+    }
+    field(&mut out, "Agent", &agent_line(status));
+    field(
+        &mut out,
+        "Last seen",
+        &time_and_age(status.last_seen_unix_ms, now_unix_ms),
+    );
+    field(
+        &mut out,
+        "First seen",
+        &time_and_age(status.first_seen_unix_ms, now_unix_ms),
+    );
+    if status.report.is_none() {
+        field(&mut out, "Report", "none received yet");
+        return out;
+    }
+    nova_compute_lines(&mut out, &view);
+    resource_lines(&mut out, &view);
+    guest_lines(&mut out, &view);
+    out
+}
+
+/// Formats the outcome of one restart.
+pub fn restart(view: &RestartView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "restart of {} on {}: {} in {}",
+        view.unit,
+        view.node,
+        view.outcome,
+        seconds(view.duration_ms)
+    );
+    if !view.detail.is_empty() {
+        field(&mut out, "Detail", &view.detail);
+    }
+    field(&mut out, "Before", &instance(&view.before));
+    field(&mut out, "After", &instance(&view.after));
+    if view.replayed {
+        field(
+            &mut out,
+            "Note",
+            "the agent had run this command before and sent its recorded result",
+        );
+    }
+    field(&mut out, "Command", &view.command_id);
+    out
+}
+
+/// Formats the event history, one line per event.
+pub fn events(events: &[v1::Event]) -> String {
+    if events.is_empty() {
+        return "No events.\n".to_string();
+    }
+    let mut table = Table::new(&["ID", "TIME", "NODE", "KIND", "ACTOR", "DETAIL"]);
+    for event in events {
+        let mut detail = event.detail.clone();
+        if !event.command_id.is_empty() {
+            let _ = write!(detail, " [command {}]", event.command_id);
+        }
+        let cells = vec![
+            event.id.to_string(),
+            rfc3339_from_unix_ms(event.time_unix_ms).unwrap_or_else(|| "-".into()),
+            event.node.clone(),
+            event.kind.clone(),
+            dash_if_empty(&event.actor),
+            detail,
+        ];
+        table.push(cells, Vec::new());
+    }
+    table.render()
+}
+
+fn notes(view: &NodeView) -> Vec<String> {
+    let mut notes = view.reasons.clone();
+    if !view.connected {
+        notes.push("agent not connected".to_string());
+    }
+    notes
+}
+
+fn unit_state(view: &NodeView) -> String {
+    let nova = &view.nova_compute;
+    if nova.active_state.is_empty() {
+        return "-".to_string();
+    }
+    format!("{}/{}", nova.active_state, dash_if_empty(&nova.sub_state))
+}
+
+fn memory(view: &NodeView) -> String {
+    format!(
+        "{} / {}",
+        bytes(view.memory.used_bytes),
+        bytes(view.memory.total_bytes)
+    )
+}
+
+fn last_seen(status: &v1::NodeStatus, now_unix_ms: i64) -> String {
+    if status.last_seen_unix_ms == 0 {
+        return "never".to_string();
+    }
+    format_age(now_unix_ms - status.last_seen_unix_ms)
+}
+
+fn agent_line(status: &v1::NodeStatus) -> String {
+    let state = if status.connected {
+        "connected"
+    } else {
+        "not connected"
+    };
+    let capabilities = if status.capabilities.is_empty() {
+        "none".to_string()
+    } else {
+        status.capabilities.join(", ")
+    };
+    format!(
+        "{state}; version {}, protocol {}, reports every {}, capabilities: {capabilities}",
+        dash_if_empty(&status.agent_version),
+        status.protocol_version,
+        seconds(status.report_interval_ms),
+    )
+}
+
+fn nova_compute_lines(out: &mut String, view: &NodeView) {
+    let nova = &view.nova_compute;
+    if nova.unit.is_empty() {
+        field(out, "Unit", "no nova-compute unit found");
+    } else {
+        field(out, "Unit", &nova.unit);
+    }
+    if !nova.unknown_reason.is_empty() {
+        field(out, "Unknown", &nova.unknown_reason);
+    }
+    let active = format!(
+        "{} ({}), result {}, {} restarts",
+        dash_if_empty(&nova.active_state),
+        dash_if_empty(&nova.sub_state),
+        dash_if_empty(&nova.result),
+        nova.n_restarts
+    );
+    field(out, "Active", &active);
+    field(out, "Invocation", &dash_if_empty(&nova.invocation_id));
+    match &nova.process {
+        Some(process) => {
+            let mut main = format!(
+                "{} (state {}, RSS {}, CPU {})",
+                process.pid,
+                process.state,
+                bytes(process.rss_bytes),
+                seconds(process.cpu_time_ms)
+            );
+            if process.tracer_pid != 0 {
+                let _ = write!(main, ", traced by PID {}", process.tracer_pid);
+            }
+            field(out, "Main PID", &main);
+            field(out, "Command", &process.command_line);
+        }
+        None => field(
+            out,
+            "Main PID",
+            &format!("{} (no process found)", nova.main_pid),
+        ),
+    }
+}
+
+fn resource_lines(out: &mut String, view: &NodeView) {
+    let cpu = &view.cpu;
+    let load = format!(
+        "{} cores, {:.1}% used, load {:.2} {:.2} {:.2}",
+        cpu.count, cpu.usage_percent, cpu.load_average[0], cpu.load_average[1], cpu.load_average[2]
+    );
+    field(out, "CPU", &load);
+    let memory = format!(
+        "{} used of {}, {} available",
+        bytes(view.memory.used_bytes),
+        bytes(view.memory.total_bytes),
+        bytes(view.memory.available_bytes)
+    );
+    field(out, "Memory", &memory);
+    let swap = format!(
+        "{} used of {}",
+        bytes(view.swap.used_bytes),
+        bytes(view.swap.total_bytes)
+    );
+    field(out, "Swap", &swap);
+    field(out, "Uptime", &uptime(view.uptime_seconds));
+    field(out, "Instances", &dash_if_empty(&view.instances_path));
+
+    let mut disks = Table::new(&["MOUNT", "TYPE", "SOURCE", "FREE", "SIZE", ""]);
+    for disk in &view.disks {
+        let marker = if disk.holds_instances {
+            "instances"
+        } else {
+            ""
+        };
+        let cells = vec![
+            disk.mount_point.clone(),
+            disk.fs_type.clone(),
+            disk.source.clone(),
+            bytes(disk.available_bytes),
+            bytes(disk.total_bytes),
+            marker.to_string(),
+        ];
+        disks.push(cells, Vec::new());
+    }
+    block(out, "Disks", &disks.render());
+}
+
+fn guest_lines(out: &mut String, view: &NodeView) {
+    let guests = &view.guests;
+    let summary = format!(
+        "{} ({} vCPUs, {})",
+        guests.count,
+        guests.vcpus,
+        bytes(guests.memory_bytes)
+    );
+    field(out, "Guests", &summary);
+    if guests.list.is_empty() {
+        return;
+    }
+    let mut table = Table::new(&["NAME", "UUID", "VCPUS", "MEMORY", "PID"]);
+    for guest in &guests.list {
+        let cells = vec![
+            guest.name.clone(),
+            dash_if_empty(&guest.uuid),
+            guest.vcpus.to_string(),
+            bytes(guest.memory_bytes),
+            guest.pid.to_string(),
+        ];
+        table.push(cells, Vec::new());
+    }
+    block(out, "", &table.render());
+}
+
+/// Width of the right-aligned labels in `node show`.
+const LABEL_WIDTH: usize = 11;
+
+fn field(out: &mut String, label: &str, value: &str) {
+    let label = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{label}:")
+    };
+    let _ = writeln!(out, "{label:>width$} {value}", width = LABEL_WIDTH + 1);
+}
+
+fn block(out: &mut String, label: &str, text: &str) {
+    for (index, line) in text.lines().enumerate() {
+        field(out, if index == 0 { label } else { "" }, line.trim_end());
+    }
+}
+
+fn instance(instance: &UnitInstanceView) -> String {
+    format!(
+        "PID {}, {}, invocation {}",
+        instance.main_pid,
+        dash_if_empty(&instance.active_state),
+        dash_if_empty(&instance.invocation_id)
+    )
+}
+
+fn health_dot(health: &str) -> &'static str {
+    match health {
+        "healthy" => "●",
+        "degraded" | "stale" | "unknown" => "○",
+        _ => "×",
+    }
+}
+
+fn time_and_age(unix_ms: i64, now_unix_ms: i64) -> String {
+    match rfc3339_from_unix_ms(unix_ms) {
+        Some(time) => format!("{time} ({})", format_age(now_unix_ms - unix_ms)),
+        None => "never".to_string(),
+    }
+}
+
+fn dash_if_empty(value: &str) -> String {
+    if value.is_empty() {
+        "-".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Formats a byte count with binary units: "512 B", "1.5 GiB".
+pub fn bytes(value: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut amount = value as f64;
+    let mut unit = 0;
+    while amount >= 1024.0 && unit < UNITS.len() - 1 {
+        amount /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value} B")
+    } else {
+        format!("{amount:.1} {}", UNITS[unit])
+    }
+}
+
+/// Formats milliseconds as seconds: "4.2 s".
+fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn uptime(total_seconds: u64) -> String {
+    let days = total_seconds / 86_400;
+    let hours = total_seconds % 86_400 / 3_600;
+    let minutes = total_seconds % 3_600 / 60;
+    if days > 0 {
+        format!("{days}d {hours}h {minutes}m")
+    } else {
+        format!("{hours}h {minutes}m")
+    }
+}
+
+#[cfg(test)]
+mod tests;

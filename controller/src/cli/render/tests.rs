@@ -1,0 +1,239 @@
+use super::*;
+
+const GIB: u64 = 1 << 30;
+
+fn sample_status(node: &str, health: v1::HealthStatus, reasons: &[&str]) -> v1::NodeStatus {
+    let report = v1::NodeReport {
+        resources: Some(v1::Resources {
+            cpu_count: 8,
+            cpu_usage_percent: 12.34,
+            memory_total_bytes: 64 * GIB,
+            memory_used_bytes: 10 * GIB,
+            memory_available_bytes: 50 * GIB,
+            uptime_seconds: 90_061,
+            instances_path: "/var/lib/nova/instances".into(),
+            filesystems: vec![
+                v1::Filesystem {
+                    mount_point: "/".into(),
+                    fs_type: "ext4".into(),
+                    source: "/dev/vda1".into(),
+                    total_bytes: 100 * GIB,
+                    available_bytes: 20 * GIB,
+                    holds_instances: false,
+                },
+                v1::Filesystem {
+                    mount_point: "/var/lib/nova".into(),
+                    fs_type: "xfs".into(),
+                    source: "/dev/vdb1".into(),
+                    total_bytes: 1024 * GIB,
+                    available_bytes: 812 * GIB,
+                    holds_instances: true,
+                },
+            ],
+            ..Default::default()
+        }),
+        guests: Some(v1::Guests {
+            count: 1,
+            vcpus: 4,
+            memory_bytes: 8 * GIB,
+            guests: vec![v1::Guest {
+                name: "instance-0000002a".into(),
+                uuid: "6f1c".into(),
+                vcpus: 4,
+                memory_bytes: 8 * GIB,
+                pid: 2345,
+            }],
+        }),
+        nova_compute: Some(v1::NovaCompute {
+            unit: "nova-compute.service".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            result: "success".into(),
+            main_pid: 1234,
+            invocation_id: "0123abcd".into(),
+            process: Some(v1::Process {
+                pid: 1234,
+                state: "S".into(),
+                rss_bytes: GIB,
+                cpu_time_ms: 12_300,
+                command_line: "/usr/bin/nova-compute".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    v1::NodeStatus {
+        node: node.into(),
+        health: Some(v1::Health {
+            status: health as i32,
+            reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        }),
+        last_seen_unix_ms: 1_000_000,
+        connected: true,
+        agent_version: "0.1.0".into(),
+        protocol_version: 1,
+        capabilities: vec!["restart_unit".into()],
+        report: Some(report),
+        first_seen_unix_ms: 500_000,
+        report_interval_ms: 10_000,
+    }
+}
+
+#[test]
+fn byte_units() {
+    assert_eq!(bytes(0), "0 B");
+    assert_eq!(bytes(1023), "1023 B");
+    assert_eq!(bytes(1536), "1.5 KiB");
+    assert_eq!(bytes(64 * GIB), "64.0 GiB");
+    assert_eq!(bytes(1024 * GIB), "1.0 TiB");
+}
+
+#[test]
+fn nodes_table_row() {
+    let mut failed = sample_status(
+        "compute-02",
+        v1::HealthStatus::Failed,
+        &["nova-compute.service is failed"],
+    );
+    failed.connected = false;
+    let text = nodes(
+        &[
+            sample_status("compute-01", v1::HealthStatus::Healthy, &[]),
+            failed,
+        ],
+        1_003_000,
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    for column in [
+        "NODE",
+        "HEALTH",
+        "NOVA-COMPUTE",
+        "CPU%",
+        "MEMORY",
+        "INSTANCES FREE",
+        "GUESTS",
+        "LAST SEEN",
+    ] {
+        assert!(
+            lines[0].contains(column),
+            "header lacks {column}: {}",
+            lines[0]
+        );
+    }
+    let row: Vec<&str> = lines[1]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        row,
+        vec![
+            "compute-01",
+            "healthy",
+            "active/running",
+            "12.3",
+            "10.0 GiB / 64.0 GiB",
+            "812.0 GiB",
+            "1",
+            "3s ago"
+        ]
+    );
+    assert!(lines[2].starts_with("compute-02"));
+    assert_eq!(lines[3], "  └ nova-compute.service is failed");
+    assert_eq!(lines[4], "  └ agent not connected");
+}
+
+#[test]
+fn node_without_report() {
+    let mut status = sample_status("c1", v1::HealthStatus::Unspecified, &[]);
+    status.report = None;
+    status.last_seen_unix_ms = 0;
+    let text = nodes(std::slice::from_ref(&status), 0);
+    assert!(text.lines().nth(1).unwrap().contains("never"), "{text}");
+    let show = node(&status, 0);
+    assert!(show.contains("Report: none received yet"), "{show}");
+}
+
+#[test]
+fn node_show_has_everything() {
+    let text = node(
+        &sample_status("compute-01", v1::HealthStatus::Degraded, &["swap in use"]),
+        1_003_000,
+    );
+    for expected in [
+        "○ compute-01",
+        "Health: degraded",
+        "└ swap in use",
+        "Agent: connected; version 0.1.0, protocol 1, reports every 10.0 s, capabilities: restart_unit",
+        "Last seen: 1970-01-01T00:16:40Z (3s ago)",
+        "Unit: nova-compute.service",
+        "Active: active (running), result success, 0 restarts",
+        "Invocation: 0123abcd",
+        "Main PID: 1234 (state S, RSS 1.0 GiB, CPU 12.3 s)",
+        "Command: /usr/bin/nova-compute",
+        "CPU: 8 cores, 12.3% used",
+        "Memory: 10.0 GiB used of 64.0 GiB, 50.0 GiB available",
+        "Uptime: 1d 1h 1m",
+        "Instances: /var/lib/nova/instances",
+        "/var/lib/nova  xfs   /dev/vdb1  812.0 GiB  1.0 TiB    instances",
+        "Guests: 1 (4 vCPUs, 8.0 GiB)",
+        "instance-0000002a",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+#[test]
+fn restart_summary() {
+    let response = v1::RestartResponse {
+        command_id: "abc".into(),
+        node: "compute-01".into(),
+        unit: "nova-compute.service".into(),
+        result: Some(v1::CommandResult {
+            command_id: "abc".into(),
+            outcome: v1::CommandOutcome::Succeeded as i32,
+            detail: "restarted".into(),
+            duration_ms: 4_200,
+            before: Some(v1::UnitInstance {
+                main_pid: 1,
+                invocation_id: "aa".into(),
+                active_state: "active".into(),
+            }),
+            ..Default::default()
+        }),
+    };
+    let text = restart(&RestartView::from_response(&response));
+    assert!(
+        text.starts_with("restart of nova-compute.service on compute-01: succeeded in 4.2 s\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Before: PID 1, active, invocation aa"),
+        "{text}"
+    );
+    assert!(text.contains("Command: abc"), "{text}");
+}
+
+#[test]
+fn events_table() {
+    let text = events(&[v1::Event {
+        id: 7,
+        time_unix_ms: 1_700_000_000_000,
+        node: "c1".into(),
+        kind: "command_sent".into(),
+        detail: "restart nova-compute.service: stuck".into(),
+        actor: "alice@ops".into(),
+        command_id: "abc".into(),
+    }]);
+    let row = text.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("7   2023-11-14T22:13:20Z  c1    command_sent  alice@ops  "),
+        "{row}"
+    );
+    assert!(
+        row.ends_with("restart nova-compute.service: stuck [command abc]"),
+        "{row}"
+    );
+}

@@ -1,0 +1,268 @@
+//! The controller's configuration file, `/etc/novamedic/controller.toml`.
+//!
+//! Every key is optional. Command-line flags override the file. An unknown
+//! key is an error, so a typo never silently keeps a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::controller::RestartLimits;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/novamedic/controller.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+pub const DEFAULT_DB_PATH: &str = "/var/lib/novamedic/novamedic.db";
+const DEFAULT_SHUTDOWN_DRAIN_SECONDS: u64 = 10;
+
+/// Settings of `novamedic serve`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// Address both gRPC services listen on.
+    pub listen: SocketAddr,
+    /// SQLite database file.
+    pub db: PathBuf,
+    pub restart: RestartLimits,
+    /// Time open streams get to close at shutdown before they are cut.
+    pub shutdown_drain: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address is valid"),
+            db: PathBuf::from(DEFAULT_DB_PATH),
+            restart: RestartLimits::default(),
+            shutdown_drain: Duration::from_secs(DEFAULT_SHUTDOWN_DRAIN_SECONDS),
+        }
+    }
+}
+
+/// The file's keys, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// IP address and port, for example "127.0.0.1:7400".
+    listen: Option<String>,
+    db: Option<PathBuf>,
+    default_restart_wait_seconds: Option<u64>,
+    max_restart_wait_seconds: Option<u64>,
+    shutdown_drain_seconds: Option<u64>,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}` in {}: {value} is not {expected}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+}
+
+/// Loads the configuration. `explicit` is the path given with `--config`,
+/// and that file must exist. Without it, the default path is read if it
+/// exists, else the built-in defaults apply.
+pub fn load(explicit: Option<&Path>) -> Result<ServerConfig, ConfigError> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if explicit.is_none() && err.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(path = %path.display(), "no configuration file; using defaults");
+            return Ok(ServerConfig::default());
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    parse(&text, path)
+}
+
+/// Parses the text of a configuration file; `path` only names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
+    let file: FileConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: err.to_string().trim_end().to_string(),
+    })?;
+    let defaults = ServerConfig::default();
+    let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        value,
+        expected: expected.to_string(),
+    };
+
+    let listen = match file.listen {
+        None => defaults.listen,
+        Some(text) => text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{text:?}"),
+                "an IP address and port such as \"127.0.0.1:7400\" or \"[::1]:7400\"",
+            )
+        })?,
+    };
+
+    let max_wait_seconds = file
+        .max_restart_wait_seconds
+        .unwrap_or(defaults.restart.max_wait.as_secs());
+    if max_wait_seconds == 0 {
+        return Err(invalid(
+            "max_restart_wait_seconds",
+            "0".into(),
+            "at least 1",
+        ));
+    }
+    let default_wait_seconds = file.default_restart_wait_seconds.unwrap_or(
+        defaults
+            .restart
+            .default_wait
+            .as_secs()
+            .min(max_wait_seconds),
+    );
+    if default_wait_seconds == 0 || default_wait_seconds > max_wait_seconds {
+        return Err(invalid(
+            "default_restart_wait_seconds",
+            default_wait_seconds.to_string(),
+            &format!("between 1 and max_restart_wait_seconds ({max_wait_seconds})"),
+        ));
+    }
+
+    Ok(ServerConfig {
+        listen,
+        db: file.db.unwrap_or(defaults.db),
+        restart: RestartLimits {
+            default_wait: Duration::from_secs(default_wait_seconds),
+            max_wait: Duration::from_secs(max_wait_seconds),
+        },
+        shutdown_drain: file
+            .shutdown_drain_seconds
+            .map_or(defaults.shutdown_drain, Duration::from_secs),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<ServerConfig, ConfigError> {
+        parse(text, Path::new("/etc/novamedic/controller.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse_text("").unwrap(), ServerConfig::default());
+    }
+
+    #[test]
+    fn all_keys() {
+        let config = parse_text(
+            "listen = \"0.0.0.0:9000\"\ndb = \"/srv/nm.db\"\n\
+             default_restart_wait_seconds = 30\nmax_restart_wait_seconds = 120\n\
+             shutdown_drain_seconds = 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.db, PathBuf::from("/srv/nm.db"));
+        assert_eq!(config.restart.default_wait, Duration::from_secs(30));
+        assert_eq!(config.restart.max_wait, Duration::from_secs(120));
+        assert_eq!(config.shutdown_drain, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn small_max_lowers_default_wait() {
+        let config = parse_text("max_restart_wait_seconds = 20").unwrap();
+        assert_eq!(config.restart.default_wait, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        // (file text, fragments the message must contain)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "lisen = \"127.0.0.1:1\"",
+                &["controller.toml", "unknown field `lisen`", "listen"],
+            ),
+            (
+                "listen = \"localhost\"",
+                &[
+                    "controller.toml",
+                    "`listen`",
+                    "\"localhost\"",
+                    "IP address and port",
+                ],
+            ),
+            ("listen = 7400", &["controller.toml", "listen", "string"]),
+            (
+                "default_restart_wait_seconds = \"sixty\"",
+                &["default_restart_wait_seconds", "u64"],
+            ),
+            (
+                "default_restart_wait_seconds = -1",
+                &["default_restart_wait_seconds"],
+            ),
+            (
+                "default_restart_wait_seconds = 0",
+                &["`default_restart_wait_seconds`", "between 1 and"],
+            ),
+            (
+                "default_restart_wait_seconds = 100\nmax_restart_wait_seconds = 50",
+                &[
+                    "`default_restart_wait_seconds`",
+                    "100",
+                    "max_restart_wait_seconds (50)",
+                ],
+            ),
+            (
+                "max_restart_wait_seconds = 0",
+                &["`max_restart_wait_seconds`", "at least 1"],
+            ),
+            ("listen = ", &["controller.toml", "line 1"]),
+        ];
+        for (text, fragments) in cases {
+            let message = parse_text(text).expect_err(text).to_string();
+            for fragment in *fragments {
+                assert!(
+                    message.contains(fragment),
+                    "{text:?}: {message:?} lacks {fragment:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn missing_explicit_file_is_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.toml");
+        let err = load(Some(&missing)).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+
+    #[test]
+    fn explicit_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7411\"\n").unwrap();
+        assert_eq!(
+            load(Some(&path)).unwrap().listen,
+            "127.0.0.1:7411".parse().unwrap()
+        );
+    }
+}

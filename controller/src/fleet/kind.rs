@@ -1,0 +1,19 @@
+//! Event kinds the controller records. Scripts filter on them, so they are an
+//! interface: add new ones, never rename.
+
+/// First Hello ever from a node.
+pub const NODE_REGISTERED: &str = "node_registered";
+/// An agent's stream was accepted.
+pub const AGENT_CONNECTED: &str = "agent_connected";
+/// An agent's stream ended.
+pub const AGENT_DISCONNECTED: &str = "agent_disconnected";
+/// A new stream from a node replaced one that was still open.
+pub const STREAM_REPLACED: &str = "stream_replaced";
+/// The node's health status changed, including to and from stale.
+pub const HEALTH_CHANGED: &str = "health_changed";
+/// nova-compute's unit changed state or was restarted.
+pub const UNIT_STATE_CHANGED: &str = "unit_state_changed";
+/// A command went down an agent's stream.
+pub const COMMAND_SENT: &str = "command_sent";
+/// A command finished, or could not be delivered.
+pub const COMMAND_RESULT: &str = "command_result";

@@ -1,0 +1,137 @@
+//! `novamedic serve`: both gRPC services on one listener, the stale check, and
+//! a bounded graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use novamedic_proto::v1::agent_service_server::AgentServiceServer;
+use novamedic_proto::v1::operator_service_server::OperatorServiceServer;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::agent_api::AgentApi;
+use crate::config::ServerConfig;
+use crate::controller::Controller;
+use crate::operator_api::OperatorApi;
+use crate::store::Store;
+
+/// How often nodes are checked for missing reports. Stale marking is late by
+/// at most this much.
+const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// HTTP/2 pings on idle connections, so a vanished agent's stream is closed
+/// (and the node shown disconnected) within about a minute.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Binds `config.listen` and serves until SIGTERM or SIGINT.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    serve_with_listener(listener, &config, shutdown).await
+}
+
+/// Serves both services on `listener` until `shutdown` completes, then closes
+/// agent streams, drains connections for up to `config.shutdown_drain` and
+/// closes the database. `config.listen` is ignored; tests pass a listener
+/// bound to 127.0.0.1:0.
+pub async fn serve_with_listener(
+    listener: TcpListener,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let local_addr = listener
+        .local_addr()
+        .context("cannot read the listener's address")?;
+    let store = Store::open(&config.db).await?;
+    let controller = Arc::new(Controller::load(store, config.restart.clone()).await?);
+    tracing::info!(listen = %local_addr, db = %config.db.display(), version = crate::VERSION, "controller serving");
+
+    let stale_task = tokio::spawn(mark_stale_forever(Arc::clone(&controller)));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(AgentServiceServer::new(AgentApi::new(Arc::clone(
+            &controller,
+        ))))
+        .add_service(OperatorServiceServer::new(OperatorApi::new(Arc::clone(
+            &controller,
+        ))));
+    let incoming = TcpListenerStream::new(listener);
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+
+    tokio::select! {
+        joined = &mut server => {
+            stale_task.abort();
+            joined.context("the gRPC server task failed")?.context("the gRPC server failed")?;
+            anyhow::bail!("the gRPC server stopped without being asked to");
+        }
+        () = shutdown => {}
+    }
+
+    stale_task.abort();
+    // Dropping every stream sender ends the agents' response streams, which
+    // lets the graceful shutdown finish instead of waiting on streams that
+    // never end by themselves.
+    controller.close_all_streams().await;
+    let _ = stop_tx.send(());
+    drain(server, config.shutdown_drain).await;
+    controller.store().close().await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// Waits for the server to finish its open requests, and cuts them after
+/// `drain_timeout`.
+async fn drain(
+    mut server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    drain_timeout: Duration,
+) {
+    tracing::info!(
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        "draining connections"
+    );
+    match tokio::time::timeout(drain_timeout, &mut server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => {
+            tracing::warn!(error = %crate::error_chain(&err), "the gRPC server failed while draining")
+        }
+        Ok(Err(err)) => tracing::warn!(error = %err, "the gRPC server task failed while draining"),
+        Err(_elapsed) => {
+            tracing::warn!("drain timed out; closing the remaining connections");
+            server.abort();
+        }
+    }
+}
+
+async fn mark_stale_forever(controller: Arc<Controller>) {
+    let mut ticks = tokio::time::interval(STALE_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        controller.mark_stale().await;
+    }
+}
+
+/// Installs handlers for SIGTERM and SIGINT and returns a future that
+/// completes, after logging which one, when either arrives.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    })
+}
