@@ -1,1 +1,14 @@
 //! Shared helpers of the end-to-end tests.
+//!
+//! - `system_env`: whether this machine can run the system tests, and where
+//!   the Debian tree, the workspace and the built binaries are;
+//! - `container`: real systemd booted with `systemd-nspawn`;
+//! - `fake_controller`: a stand-in controller that sends the agent any
+//!   command, for the checks the real controller cannot make;
+//! - `slice`: the agent and the stand-in nova-compute inside a container,
+//!   the controller on the host, and the CLI that drives them.
+
+pub mod container;
+pub mod fake_controller;
+pub mod slice;
+pub mod system_env;

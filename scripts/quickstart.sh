@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds novamedic, starts a controller with its embedded SQLite database and
+# an agent for this machine, and prints `novamedic nodes`.
+#
+#   scripts/quickstart.sh          build, start both, show the fleet
+#   scripts/quickstart.sh stop     stop what an earlier run started
+#
+# Everything lives under .novamedic/ in the checkout: the database, the
+# agent's state, both logs and the PID files. The controller listens on
+# 127.0.0.1 only (port from NOVAMEDIC_PORT, default 7400).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+workdir="$PWD/.novamedic"
+port="${NOVAMEDIC_PORT:-7400}"
+controller="http://127.0.0.1:${port}"
+bin="$PWD/target/release"
+
+stop_pidfile() {
+    local pidfile="$1"
+    [ -f "$pidfile" ] || return 0
+    local pid
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    rm -f "$pidfile"
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop_pidfile "$workdir/agent.pid"
+    stop_pidfile "$workdir/controller.pid"
+    echo "stopped; data kept in $workdir"
+    exit 0
+fi
+
+cargo build --release --locked --bins
+
+mkdir -p "$workdir/agent-state"
+stop_pidfile "$workdir/agent.pid"
+stop_pidfile "$workdir/controller.pid"
+
+"$bin/novamedic" serve --listen "127.0.0.1:${port}" --db "$workdir/novamedic.db" \
+    >"$workdir/controller.log" 2>&1 &
+echo $! >"$workdir/controller.pid"
+
+cat >"$workdir/agent.toml" <<EOF
+controller = "${controller}"
+state_dir = "${workdir}/agent-state"
+report_interval_seconds = 5
+EOF
+"$bin/novamedic-agent" run --config "$workdir/agent.toml" >"$workdir/agent.log" 2>&1 &
+echo $! >"$workdir/agent.pid"
+
+# The first report arrives within a second of the agent connecting.
+for _ in $(seq 100); do
+    if "$bin/novamedic" --controller "$controller" nodes -o json 2>/dev/null | grep -q '"node"'; then
+        break
+    fi
+    sleep 0.2
+done
+
+"$bin/novamedic" --controller "$controller" nodes
+cat <<EOF
+
+Controller: ${controller} (log: ${workdir}/controller.log)
+Agent:      log ${workdir}/agent.log
+Try:        ${bin}/novamedic --controller ${controller} node show $(hostname)
+Stop both:  scripts/quickstart.sh stop
+EOF

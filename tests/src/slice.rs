@@ -1,0 +1,411 @@
+//! A slice of a deployment: one compute node in a container, with the agent
+//! installed from `packaging/` and the stand-in nova-compute, and the
+//! controller running on the host.
+//!
+//! The controller runs on the host's 127.0.0.1, not in the container, so a
+//! test can kill and restart it by PID without touching the node, the way a
+//! controller outage looks to a compute node. The container shares the
+//! host's network namespace and reaches it there.
+//!
+//! The binaries are the workspace's debug builds (`target/debug/novamedic`
+//! and `target/debug/novamedic-agent`), bound read-only into the container.
+//! Cargo does not build another crate's binaries for this crate's tests, so
+//! run `cargo build --workspace --bins` first; `scripts/test.sh` does.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::container::{send_signal, Bind, Container};
+use crate::system_env::SystemTestEnv;
+
+/// Unit name of the stand-in nova-compute inside the container.
+pub const NOVA_UNIT: &str = "nova-compute.service";
+
+/// Unit name of the agent inside the container.
+pub const AGENT_UNIT: &str = "novamedic-agent.service";
+
+/// How long the controller may take to accept connections after start.
+const CONTROLLER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polling interval of every wait in the system tests.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Agent settings a test may change; the rest of agent.toml is fixed.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub report_interval_seconds: u64,
+    pub restart_settle_seconds: u64,
+    /// `[restart_budget]`; `None` keeps the agent's defaults.
+    pub restart_budget: Option<(u32, u64)>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            report_interval_seconds: 1,
+            restart_settle_seconds: 1,
+            restart_budget: None,
+        }
+    }
+}
+
+/// Returns the agent.toml that points the agent at `controller_url`.
+pub fn agent_config(node: &str, controller_url: &str, settings: &AgentSettings) -> String {
+    let mut text = format!(
+        "node = \"{node}\"\n\
+         controller = \"{controller_url}\"\n\
+         report_interval_seconds = {}\n\
+         restart_settle_seconds = {}\n\
+         nova_compute_unit = \"{NOVA_UNIT}\"\n\
+         nova_config_files = [\"/etc/nova/nova.conf\"]\n\
+         nova_log_file = \"/var/log/nova/nova-compute.log\"\n",
+        settings.report_interval_seconds, settings.restart_settle_seconds
+    );
+    if let Some((max_restarts, window_seconds)) = settings.restart_budget {
+        text.push_str(&format!(
+            "\n[restart_budget]\nmax_restarts = {max_restarts}\nwindow_seconds = {window_seconds}\n"
+        ));
+    }
+    text
+}
+
+/// A booted compute node. The container is shut down on drop, before the
+/// host directory bound at nova's instances path is removed.
+pub struct ComputeNode {
+    pub container: Container,
+    _instances_dir: tempfile::TempDir,
+}
+
+impl ComputeNode {
+    /// Node name the agent reports under: the container's machine name.
+    pub fn name(&self) -> &str {
+        self.container.machine()
+    }
+
+    /// Returns a property of nova-compute's unit inside, as `systemctl show -P`
+    /// prints it.
+    pub fn nova_property(&self, property: &str) -> Result<String> {
+        self.container.unit_property(NOVA_UNIT, property)
+    }
+
+    /// Returns the agent's journal, for failure messages.
+    pub fn agent_journal(&self) -> String {
+        let argv = [
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-precise",
+            "-n",
+            "200",
+            "-u",
+            AGENT_UNIT,
+        ];
+        match self.container.exec(&argv) {
+            Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
+            Err(err) => format!("cannot read the agent's journal: {err:#}"),
+        }
+    }
+}
+
+/// Boots a compute node: the stand-in nova-compute and the agent unit from
+/// `packaging/`, with the agent's binary bound in and a host directory bound
+/// at nova's instances path, so the instances live on a real filesystem as
+/// on a compute node. Starts nova-compute, writes agent.toml for
+/// `controller_url` and starts the agent.
+pub fn boot_compute_node(
+    env: &SystemTestEnv,
+    name: &str,
+    controller_url: &str,
+    settings: &AgentSettings,
+) -> Result<ComputeNode> {
+    let agent_binary = env.binary("novamedic-agent");
+    require_binary(&agent_binary)?;
+    let instances_dir = tempfile::Builder::new()
+        .prefix("novamedic-instances-")
+        .tempdir()?;
+    let binds = [
+        Bind::read_only(&agent_binary, "/usr/bin/novamedic-agent"),
+        Bind::read_only(
+            env.packaging("systemd/novamedic-agent.service"),
+            "/etc/systemd/system/novamedic-agent.service",
+        ),
+        Bind::read_only(
+            env.packaging("test/fake-nova-compute"),
+            "/usr/bin/nova-compute",
+        ),
+        Bind::read_only(
+            env.packaging("test/fake-nova-compute.service"),
+            "/etc/systemd/system/nova-compute.service",
+        ),
+        Bind::read_only(env.packaging("test/nova.conf"), "/etc/nova/nova.conf"),
+        Bind {
+            host: instances_dir.path().to_path_buf(),
+            container: PathBuf::from("/var/lib/nova/instances"),
+            read_only: false,
+        },
+    ];
+    let container = Container::boot(&env.rootfs, name, &binds, "multi-user.target")?;
+
+    let config = agent_config(container.machine(), controller_url, settings);
+    container.write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
+    container.systemctl_ok(&["start", NOVA_UNIT])?;
+    container.systemctl_ok(&["start", AGENT_UNIT])?;
+    Ok(ComputeNode {
+        container,
+        _instances_dir: instances_dir,
+    })
+}
+
+fn require_binary(path: &Path) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    bail!(
+        "{} not found; build the binaries first with `cargo build --workspace --bins` \
+         (scripts/test.sh does)",
+        path.display()
+    )
+}
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// What `novamedic ... -o json` printed, and its exit code.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub exit_code: i32,
+    pub json: Value,
+}
+
+/// The controller (`novamedic serve`) as a child process on 127.0.0.1.
+pub struct Controller {
+    binary: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Controller {
+    /// Starts the controller on a free port with a new, empty database.
+    pub fn start(env: &SystemTestEnv) -> Result<Self> {
+        let binary = env.binary("novamedic");
+        require_binary(&binary)?;
+        let dir = tempfile::Builder::new()
+            .prefix("novamedic-controller-")
+            .tempdir()?;
+        let mut controller = Controller {
+            binary,
+            port: free_port()?,
+            dir,
+            child: None,
+            starts: 0,
+        };
+        controller.restart()?;
+        Ok(controller)
+    }
+
+    /// URL agents and the CLI use.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Host PID of the running controller.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Returns the controller's log of every start so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        for start in 1..=self.starts {
+            let path = self.dir.path().join(format!("controller-{start}.log"));
+            text.push_str(&format!("--- start {start} ---\n"));
+            text.push_str(&fs::read_to_string(path).unwrap_or_default());
+        }
+        text
+    }
+
+    /// Starts the controller again on the same port and database; stops
+    /// the running one first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let config_path = self.dir.path().join("controller.toml");
+        fs::write(&config_path, self.config_text())?;
+
+        self.starts += 1;
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("controller-{}.log", self.starts));
+        let log = fs::File::create(&log_path)?;
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.wait_until_listening()
+    }
+
+    /// Ends the controller with SIGKILL, the way a crash or a lost host
+    /// ends it, and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the controller with SIGTERM, waits up to 10 s, then kills it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        send_signal(child.id(), rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Runs the operator CLI against this controller with `-o json` and
+    /// parses its output, whatever the exit code: `restart` prints its JSON
+    /// result and exits with 1 when the outcome is rejected or failed.
+    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let output = Command::new(&self.binary)
+            .arg("--controller")
+            .arg(self.url())
+            .args(args)
+            .args(["-o", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.binary.display()))?;
+        let exit_code = output.status.code().unwrap_or(-1);
+        match serde_json::from_slice(&output.stdout) {
+            Ok(json) => Ok(CliOutput { exit_code, json }),
+            Err(err) => bail!(
+                "novamedic {args:?} exited with {} and printed no JSON ({err})\nstdout: {}\nstderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout).trim_end(),
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            ),
+        }
+    }
+
+    /// Runs the operator CLI with `-o json`; any exit code but 0 is an error.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let output = self.cli(args)?;
+        if output.exit_code != 0 {
+            bail!(
+                "novamedic {args:?} exited with {}: {}",
+                output.exit_code,
+                output.json
+            );
+        }
+        Ok(output.json)
+    }
+
+    /// Returns `node` from `novamedic nodes -o json`, if listed.
+    pub fn node(&self, node: &str) -> Result<Option<Value>> {
+        let nodes = self.cli_json(&["nodes"])?;
+        let Some(list) = nodes.as_array() else {
+            bail!("`novamedic nodes -o json` printed no array: {nodes}");
+        };
+        Ok(list.iter().find(|n| n["node"] == node).cloned())
+    }
+
+    /// Returns the events of `node` from `novamedic events -o json`.
+    pub fn events(&self, node: &str) -> Result<Vec<Value>> {
+        let events = self.cli_json(&["events", "--node", node, "--limit", "1000"])?;
+        match events.as_array() {
+            Some(list) => Ok(list.clone()),
+            None => bail!("`novamedic events -o json` printed no array: {events}"),
+        }
+    }
+
+    /// Polls `nodes` every 100 ms until `node` satisfies `accept`; returns
+    /// the matching view and the time it took. A CLI error counts as not yet,
+    /// because the controller may be restarting.
+    pub fn wait_for_node(
+        &self,
+        node: &str,
+        timeout: Duration,
+        what: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Result<(Value, Duration)> {
+        let started = Instant::now();
+        let mut last = String::from("no answer yet");
+        while started.elapsed() < timeout {
+            match self.node(node) {
+                Ok(Some(view)) if accept(&view) => return Ok((view, started.elapsed())),
+                Ok(Some(view)) => last = view.to_string(),
+                Ok(None) => last = format!("node {node} not listed"),
+                Err(err) => last = format!("{err:#}"),
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        bail!(
+            "node {node} was not {what} within {timeout:?}; last answer: {last}\n\
+             --- controller log ---\n{}",
+            self.log()
+        )
+    }
+
+    fn config_text(&self) -> String {
+        let db = self.dir.path().join("novamedic.db");
+        format!(
+            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n",
+            self.port,
+            db.display()
+        )
+    }
+
+    fn wait_until_listening(&mut self) -> Result<()> {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + CONTROLLER_START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    bail!("controller exited with {status} at start\n{}", self.log());
+                }
+            }
+            if TcpStream::connect_timeout(&address, POLL_INTERVAL).is_ok() {
+                return Ok(());
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        bail!(
+            "controller did not listen on {address} within {CONTROLLER_START_TIMEOUT:?}\n{}",
+            self.log()
+        )
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
