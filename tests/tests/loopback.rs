@@ -1,0 +1,328 @@
+//! Controller and agent in one process over loopback gRPC.
+//!
+//! The controller, its SQLite store, the agent's transport, executor, ledger
+//! and report builder are all real; only systemd is replaced by a scripted
+//! `ServiceManager`, so these checks run in seconds on any machine. The
+//! system tests prove the same paths against a real systemd.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use novamedic::config::ServerConfig;
+use novamedic_agent::config::AgentConfig;
+use novamedic_agent::executor::{Executor, ExecutorSettings};
+use novamedic_agent::report::ReportBuilder;
+use novamedic_agent::systemd::{
+    RestartReport, ServiceManager, SystemdError, UnitObservation, UnitSnapshot,
+};
+use novamedic_agent::transport::{spawn_transition_recorder, TransitionLog, Transport};
+use novamedic_proto::v1::operator_service_client::OperatorServiceClient;
+use novamedic_proto::v1::{self, CommandOutcome};
+use tokio::sync::{oneshot, watch};
+use tonic::transport::Channel;
+
+const UNIT: &str = "nova-compute.service";
+const NODE: &str = "loopback-01";
+
+fn snapshot(active: &str, pid: u32, invocation: &str) -> UnitSnapshot {
+    UnitSnapshot {
+        unit: UNIT.to_string(),
+        load_state: "loaded".to_string(),
+        active_state: active.to_string(),
+        sub_state: if active == "active" { "running" } else { "failed" }.to_string(),
+        result: if active == "active" { "success" } else { "signal" }.to_string(),
+        main_pid: pid,
+        invocation_id: invocation.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A systemd stand-in whose restarts give a new MainPID and InvocationID and
+/// publish them on the unit watch, as the real watch would.
+struct ScriptedSystemd {
+    next_pid: AtomicU32,
+    unit_tx: watch::Sender<UnitObservation>,
+}
+
+impl ServiceManager for ScriptedSystemd {
+    async fn unit_snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
+        match &*self.unit_tx.borrow() {
+            UnitObservation::Known(snapshot) if snapshot.unit == unit => Ok(snapshot.clone()),
+            _ => Err(SystemdError::UnitNotFound(unit.to_string())),
+        }
+    }
+
+    async fn restart_unit(
+        &self,
+        unit: &str,
+        _settle: Duration,
+        _deadline: Duration,
+    ) -> Result<RestartReport, SystemdError> {
+        let before = self.unit_snapshot(unit).await?;
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        let after = snapshot("active", pid, &format!("{pid:032x}"));
+        self.unit_tx.send_replace(UnitObservation::Known(after.clone()));
+        Ok(RestartReport {
+            job_result: "done".to_string(),
+            before,
+            after,
+            stayed_active: true,
+            timed_out: false,
+            detail: "restarted".to_string(),
+        })
+    }
+}
+
+struct Harness {
+    operator: OperatorServiceClient<Channel>,
+    unit_tx: watch::Sender<UnitObservation>,
+    _dirs: tempfile::TempDir,
+    stop_controller: Option<oneshot::Sender<()>>,
+    stop_agent: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_agent.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_controller.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start() -> Harness {
+    let dirs = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let server_config = ServerConfig {
+        listen: addr,
+        db: dirs.path().join("controller/novamedic.db"),
+        ..Default::default()
+    };
+    let (stop_controller, controller_stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        novamedic::server::serve_with_listener(listener, &server_config, async {
+            let _ = controller_stopped.await;
+        })
+        .await
+        .expect("controller failed");
+    });
+
+    let (unit_tx, unit_rx) = watch::channel(UnitObservation::Known(snapshot(
+        "active",
+        100,
+        "0123456789abcdef0123456789abcdef",
+    )));
+    let systemd = ScriptedSystemd {
+        next_pid: AtomicU32::new(200),
+        unit_tx: unit_tx.clone(),
+    };
+    let config = AgentConfig {
+        node: NODE.to_string(),
+        controller: format!("http://{addr}"),
+        state_dir: dirs.path().join("agent"),
+        // Long enough that no periodic report interferes: every report a
+        // test sees is the connect report or one sent for a unit change.
+        report_interval: Duration::from_secs(60),
+        nova_compute_unit: Some(UNIT.to_string()),
+        ..Default::default()
+    };
+    let executor =
+        Executor::open(systemd, unit_rx.clone(), &ExecutorSettings::from_config(&config)).unwrap();
+    let transitions = Arc::new(TransitionLog::default());
+    spawn_transition_recorder(unit_rx.clone(), transitions.clone());
+    let builder = ReportBuilder::new(&config);
+    let transport = Transport::new(config, Arc::new(executor), builder, unit_rx, transitions);
+    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
+    tokio::spawn(transport.run(async {
+        let _ = agent_stopped.await;
+    }));
+
+    let operator = connect_operator(addr).await;
+    Harness {
+        operator,
+        unit_tx,
+        _dirs: dirs,
+        stop_controller: Some(stop_controller),
+        stop_agent: Some(stop_agent),
+    }
+}
+
+async fn connect_operator(addr: SocketAddr) -> OperatorServiceClient<Channel> {
+    for _ in 0..100 {
+        if let Ok(client) = OperatorServiceClient::connect(format!("http://{addr}")).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("controller at {addr} did not accept connections");
+}
+
+/// Polls GetNode until `check` holds, or fails after `limit`.
+async fn wait_for_node(
+    operator: &mut OperatorServiceClient<Channel>,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&v1::NodeStatus) -> bool,
+) -> v1::NodeStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let request = v1::GetNodeRequest {
+            node: NODE.to_string(),
+        };
+        if let Ok(response) = operator.get_node(request).await {
+            let status = response.into_inner();
+            if check(&status) {
+                return status;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node {NODE} never showed {what} within {limit:?}; last status: {last:#?}");
+}
+
+fn unit_of(status: &v1::NodeStatus) -> v1::NovaCompute {
+    status
+        .report
+        .as_ref()
+        .and_then(|report| report.nova_compute.clone())
+        .unwrap_or_default()
+}
+
+fn meminfo_total_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_registers_with_real_resources() {
+    let mut harness = start().await;
+
+    let status = wait_for_node(&mut harness.operator, Duration::from_secs(10), "a report", |s| {
+        s.report.is_some()
+    })
+    .await;
+
+    assert!(status.connected, "agent stream is open");
+    assert_eq!(status.protocol_version, novamedic_proto::PROTOCOL_VERSION);
+    assert!(status
+        .capabilities
+        .contains(&novamedic_proto::CAPABILITY_RESTART_UNIT.to_string()));
+    let report = status.report.unwrap();
+    let resources = report.resources.unwrap();
+    assert_eq!(resources.memory_total_bytes, meminfo_total_bytes());
+    assert!(resources.cpu_count >= 1);
+    let unit = report.nova_compute.unwrap();
+    assert_eq!(unit.unit, UNIT);
+    assert_eq!(unit.active_state, "active");
+    assert_eq!(unit.main_pid, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_round_trip_changes_pid_and_invocation() {
+    let mut harness = start().await;
+    wait_for_node(&mut harness.operator, Duration::from_secs(10), "a connected agent", |s| {
+        s.connected && s.report.is_some()
+    })
+    .await;
+
+    let response = harness
+        .operator
+        .restart_nova_compute(v1::RestartRequest {
+            node: NODE.to_string(),
+            reason: "loopback test".to_string(),
+            requested_by: "tester@loopback".to_string(),
+            wait_ms: 30_000,
+        })
+        .await
+        .expect("restart request failed")
+        .into_inner();
+
+    let result = response.result.expect("restart has a result");
+    assert_eq!(result.outcome, CommandOutcome::Succeeded as i32, "{}", result.detail);
+    let before = result.before.unwrap();
+    let after = result.after.unwrap();
+    assert_eq!(before.main_pid, 100);
+    assert_eq!(after.main_pid, 200);
+    assert_ne!(before.invocation_id, after.invocation_id);
+
+    let events = harness
+        .operator
+        .list_events(v1::ListEventsRequest {
+            node: NODE.to_string(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let sent = events
+        .iter()
+        .find(|e| e.kind == "command_sent")
+        .expect("command_sent event recorded");
+    assert_eq!(sent.actor, "tester@loopback");
+    assert_eq!(sent.command_id, response.command_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "command_result" && e.command_id == response.command_id),
+        "command_result event recorded: {events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_failure_sent_as_unit_change() {
+    let mut harness = start().await;
+    wait_for_node(&mut harness.operator, Duration::from_secs(10), "active unit", |s| {
+        unit_of(s).active_state == "active"
+    })
+    .await;
+
+    harness
+        .unit_tx
+        .send_replace(UnitObservation::Known(snapshot("failed", 0, "0123456789abcdef0123456789abcdef")));
+
+    // The report interval is 60 s; the change must not wait for it. The
+    // limit is generous for a loaded CI machine; BENCHMARKS.md has the
+    // measured latency.
+    let status = wait_for_node(&mut harness.operator, Duration::from_secs(5), "failed unit", |s| {
+        unit_of(s).active_state == "failed"
+    })
+    .await;
+    let health = status.health.clone().unwrap();
+    assert_eq!(health.status, v1::HealthStatus::Failed as i32, "{:?}", health.reasons);
+    let report = status.report.unwrap();
+    assert_eq!(
+        report.trigger,
+        v1::ReportTrigger::UnitChange as i32,
+        "the failure rides on an immediate report, not the periodic one"
+    );
+    assert!(
+        report.transitions.iter().any(|t| t.active_state == "failed"),
+        "the report carries the transition: {:?}",
+        report.transitions
+    );
+
+    let events = harness
+        .operator
+        .list_events(v1::ListEventsRequest {
+            node: NODE.to_string(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events.iter().any(|e| e.kind == "unit_state_changed" && e.detail.contains("failed")),
+        "unit_state_changed event recorded: {events:#?}"
+    );
+}
