@@ -132,9 +132,11 @@ fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOVAMEDIC_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colors only on a terminal, so the journal gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
