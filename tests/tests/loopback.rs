@@ -31,8 +31,18 @@ fn snapshot(active: &str, pid: u32, invocation: &str) -> UnitSnapshot {
         unit: UNIT.to_string(),
         load_state: "loaded".to_string(),
         active_state: active.to_string(),
-        sub_state: if active == "active" { "running" } else { "failed" }.to_string(),
-        result: if active == "active" { "success" } else { "signal" }.to_string(),
+        sub_state: if active == "active" {
+            "running"
+        } else {
+            "failed"
+        }
+        .to_string(),
+        result: if active == "active" {
+            "success"
+        } else {
+            "signal"
+        }
+        .to_string(),
         main_pid: pid,
         invocation_id: invocation.to_string(),
         ..Default::default()
@@ -63,7 +73,8 @@ impl ServiceManager for ScriptedSystemd {
         let before = self.unit_snapshot(unit).await?;
         let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
         let after = snapshot("active", pid, &format!("{pid:032x}"));
-        self.unit_tx.send_replace(UnitObservation::Known(after.clone()));
+        self.unit_tx
+            .send_replace(UnitObservation::Known(after.clone()));
         Ok(RestartReport {
             job_result: "done".to_string(),
             before,
@@ -131,8 +142,12 @@ async fn start() -> Harness {
         nova_compute_unit: Some(UNIT.to_string()),
         ..Default::default()
     };
-    let executor =
-        Executor::open(systemd, unit_rx.clone(), &ExecutorSettings::from_config(&config)).unwrap();
+    let executor = Executor::open(
+        systemd,
+        unit_rx.clone(),
+        &ExecutorSettings::from_config(&config),
+    )
+    .unwrap();
     let transitions = Arc::new(TransitionLog::default());
     spawn_transition_recorder(unit_rx.clone(), transitions.clone());
     let builder = ReportBuilder::new(&config);
@@ -206,9 +221,12 @@ fn meminfo_total_bytes() -> u64 {
 async fn agent_registers_with_real_resources() {
     let mut harness = start().await;
 
-    let status = wait_for_node(&mut harness.operator, Duration::from_secs(10), "a report", |s| {
-        s.report.is_some()
-    })
+    let status = wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(10),
+        "a report",
+        |s| s.report.is_some(),
+    )
     .await;
 
     assert!(status.connected, "agent stream is open");
@@ -229,9 +247,12 @@ async fn agent_registers_with_real_resources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_round_trip_changes_pid_and_invocation() {
     let mut harness = start().await;
-    wait_for_node(&mut harness.operator, Duration::from_secs(10), "a connected agent", |s| {
-        s.connected && s.report.is_some()
-    })
+    wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(10),
+        "a connected agent",
+        |s| s.connected && s.report.is_some(),
+    )
     .await;
 
     let response = harness
@@ -247,7 +268,12 @@ async fn restart_round_trip_changes_pid_and_invocation() {
         .into_inner();
 
     let result = response.result.expect("restart has a result");
-    assert_eq!(result.outcome, CommandOutcome::Succeeded as i32, "{}", result.detail);
+    assert_eq!(
+        result.outcome,
+        CommandOutcome::Succeeded as i32,
+        "{}",
+        result.detail
+    );
     let before = result.before.unwrap();
     let after = result.after.unwrap();
     assert_eq!(before.main_pid, 100);
@@ -281,24 +307,39 @@ async fn restart_round_trip_changes_pid_and_invocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unit_failure_sent_as_unit_change() {
     let mut harness = start().await;
-    wait_for_node(&mut harness.operator, Duration::from_secs(10), "active unit", |s| {
-        unit_of(s).active_state == "active"
-    })
+    wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(10),
+        "active unit",
+        |s| unit_of(s).active_state == "active",
+    )
     .await;
 
     harness
         .unit_tx
-        .send_replace(UnitObservation::Known(snapshot("failed", 0, "0123456789abcdef0123456789abcdef")));
+        .send_replace(UnitObservation::Known(snapshot(
+            "failed",
+            0,
+            "0123456789abcdef0123456789abcdef",
+        )));
 
     // The report interval is 60 s; the change must not wait for it. The
     // limit is generous for a loaded CI machine; BENCHMARKS.md has the
     // measured latency.
-    let status = wait_for_node(&mut harness.operator, Duration::from_secs(5), "failed unit", |s| {
-        unit_of(s).active_state == "failed"
-    })
+    let status = wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(5),
+        "failed unit",
+        |s| unit_of(s).active_state == "failed",
+    )
     .await;
     let health = status.health.clone().unwrap();
-    assert_eq!(health.status, v1::HealthStatus::Failed as i32, "{:?}", health.reasons);
+    assert_eq!(
+        health.status,
+        v1::HealthStatus::Failed as i32,
+        "{:?}",
+        health.reasons
+    );
     let report = status.report.unwrap();
     assert_eq!(
         report.trigger,
@@ -306,7 +347,10 @@ async fn unit_failure_sent_as_unit_change() {
         "the failure rides on an immediate report, not the periodic one"
     );
     assert!(
-        report.transitions.iter().any(|t| t.active_state == "failed"),
+        report
+            .transitions
+            .iter()
+            .any(|t| t.active_state == "failed"),
         "the report carries the transition: {:?}",
         report.transitions
     );
@@ -322,7 +366,9 @@ async fn unit_failure_sent_as_unit_change() {
         .into_inner()
         .events;
     assert!(
-        events.iter().any(|e| e.kind == "unit_state_changed" && e.detail.contains("failed")),
+        events
+            .iter()
+            .any(|e| e.kind == "unit_state_changed" && e.detail.contains("failed")),
         "unit_state_changed event recorded: {events:#?}"
     );
 }
