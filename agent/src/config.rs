@@ -40,6 +40,9 @@ pub struct AgentConfig {
     /// nova-compute's log file; `None` finds it (the `--log-file` on the
     /// command line, then the usual paths).
     pub nova_log_file: Option<PathBuf>,
+    /// Directory of operator signature files for the log classifier, read in
+    /// addition to the shipped catalogue.
+    pub signatures_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -55,6 +58,7 @@ impl Default for AgentConfig {
             restart_budget_window: Duration::from_secs(3600),
             nova_config_files: Vec::new(),
             nova_log_file: None,
+            signatures_dir: PathBuf::from(novamedic_logs::DEFAULT_OPERATOR_DIR),
         }
     }
 }
@@ -72,6 +76,7 @@ struct AgentFile {
     restart_budget: Option<RestartBudgetFile>,
     nova_config_files: Option<Vec<PathBuf>>,
     nova_log_file: Option<PathBuf>,
+    signatures_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +203,12 @@ impl AgentConfig {
             }
             config.nova_log_file = Some(log_file);
         }
+        if let Some(dir) = file.signatures_dir {
+            if !dir.is_absolute() {
+                return Err(value_error("signatures_dir", "must be an absolute path"));
+            }
+            config.signatures_dir = dir;
+        }
         Ok(config)
     }
 }
@@ -262,6 +273,7 @@ mod tests {
             restart_settle_seconds = 3
             nova_config_files = ["/etc/nova/nova.conf"]
             nova_log_file = "/var/log/nova/nova-compute.log"
+            signatures_dir = "/srv/novamedic/signatures"
             [restart_budget]
             max_restarts = 5
             window_seconds = 600
@@ -276,6 +288,10 @@ mod tests {
         );
         assert_eq!(config.restart_budget_max, 5);
         assert_eq!(config.restart_budget_window, Duration::from_secs(600));
+        assert_eq!(
+            config.signatures_dir,
+            PathBuf::from("/srv/novamedic/signatures")
+        );
     }
 
     #[test]
@@ -302,6 +318,7 @@ mod tests {
                 ".service",
             ),
             ("state_dir = \"relative\"", "state_dir", "absolute"),
+            ("signatures_dir = \"sigs\"", "signatures_dir", "absolute"),
             (
                 "[restart_budget]\nwindow_seconds = 0",
                 "restart_budget.window_seconds",

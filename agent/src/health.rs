@@ -26,6 +26,9 @@ pub fn evaluate(report: &v1::NodeReport) -> v1::Health {
     if let Some(resources) = &report.resources {
         check_resources(resources, &mut findings);
     }
+    if let Some(log) = &report.log {
+        check_log(log, &mut findings);
+    }
     findings.into_health()
 }
 
@@ -206,6 +209,58 @@ fn check_instances_filesystem(
             ),
         );
     }
+}
+
+/// Adds the log's findings. The log alone never makes the node failed: a
+/// fault record shows that something went wrong, not that nova-compute stopped
+/// serving, which the unit and process checks decide.
+fn check_log(log: &v1::LogHealth, findings: &mut Findings) {
+    for error in &log.catalogue_errors {
+        let signature = if error.signature_id.is_empty() {
+            String::new()
+        } else {
+            format!("signature {:?}: ", error.signature_id)
+        };
+        findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "signature file {}: {signature}{}; using the shipped catalogue and the valid files",
+                error.file, error.error
+            ),
+        );
+    }
+    let serious = log
+        .active_faults
+        .iter()
+        .filter(|fault| fault.severity == "critical" || fault.severity == "error");
+    for fault in serious {
+        let restart = if log.restart.as_ref().is_some_and(|r| r.restart_helps) {
+            "a restart may help"
+        } else {
+            "do not restart nova-compute for it"
+        };
+        findings.add(
+            HealthStatus::Degraded,
+            format!(
+                "nova-compute log: {} {} fault ({}, {} records): {} ({restart})",
+                fault.severity,
+                fault.fault_kind,
+                fault.signature_id,
+                fault.count,
+                advice_head(&fault.advice)
+            ),
+        );
+    }
+}
+
+/// Returns the first sentence of `advice`, which names the first action.
+fn advice_head(advice: &str) -> &str {
+    let end = advice
+        .match_indices(". ")
+        .map(|(at, _)| at + 1)
+        .next()
+        .unwrap_or(advice.len());
+    advice[..end].trim()
 }
 
 fn below_min_percent(part: u64, whole: u64) -> bool {
@@ -432,6 +487,115 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn log_fault(severity: &str, kind: &str, advice: &str) -> v1::LogFault {
+        v1::LogFault {
+            signature_id: format!("{kind}-signature"),
+            fault_kind: kind.to_string(),
+            severity: severity.to_string(),
+            count: 3,
+            advice: advice.to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn log_faults_degrade_but_never_fail() {
+        let mut report = report(unit("active", "running", "success"));
+        report.log = Some(v1::LogHealth {
+            active_faults: vec![
+                log_fault(
+                    "critical",
+                    "hypervisor_connection",
+                    "Start libvirt first: `systemctl start libvirtd`. Then check it.",
+                ),
+                log_fault("warning", "scheduling", "Look at the scheduler."),
+            ],
+            restart: Some(v1::LogRestartVerdict {
+                restart_helps: false,
+                reason: "libvirtd is down".to_string(),
+                vetoed_by: String::new(),
+            }),
+            ..Default::default()
+        });
+        let health = evaluate(&report);
+        assert_eq!(health.status, HealthStatus::Degraded as i32);
+        assert_eq!(
+            health.reasons.len(),
+            1,
+            "warnings add no reason: {:?}",
+            health.reasons
+        );
+        let reason = &health.reasons[0];
+        assert!(
+            reason.contains("critical hypervisor_connection fault"),
+            "{reason}"
+        );
+        assert!(reason.contains("3 records"), "{reason}");
+        assert!(
+            reason.contains("Start libvirt first: `systemctl start libvirtd`."),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains("Then check it"),
+            "only the advice head: {reason}"
+        );
+        assert!(reason.contains("do not restart"), "{reason}");
+    }
+
+    #[test]
+    fn log_fault_keeps_failed_unit_failed() {
+        let mut report = report(unit("failed", "failed", "exit-code"));
+        report.log = Some(v1::LogHealth {
+            active_faults: vec![log_fault("error", "messaging", "Check RabbitMQ.")],
+            ..Default::default()
+        });
+        let health = evaluate(&report);
+        assert_eq!(health.status, HealthStatus::Failed as i32);
+        assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
+    }
+
+    #[test]
+    fn catalogue_error_names_the_file() {
+        let mut report = report(unit("active", "running", "success"));
+        report.log = Some(v1::LogHealth {
+            catalogue_errors: vec![
+                v1::SignatureLoadError {
+                    file: "/etc/novamedic/signatures.d/broken.toml".to_string(),
+                    signature_id: String::new(),
+                    error: "invalid TOML at line 3".to_string(),
+                },
+                v1::SignatureLoadError {
+                    file: "/etc/novamedic/signatures.d/site.toml".to_string(),
+                    signature_id: "site-nfs".to_string(),
+                    error: "invalid regex".to_string(),
+                },
+            ],
+            ..Default::default()
+        });
+        let health = evaluate(&report);
+        assert_eq!(health.status, HealthStatus::Degraded as i32);
+        assert_eq!(
+            health.reasons[0],
+            "signature file /etc/novamedic/signatures.d/broken.toml: invalid TOML at line 3; \
+             using the shipped catalogue and the valid files"
+        );
+        assert!(
+            health.reasons[1].contains("site.toml: signature \"site-nfs\": invalid regex"),
+            "{:?}",
+            health.reasons
+        );
+    }
+
+    #[test]
+    fn advice_head_is_first_sentence() {
+        assert_eq!(advice_head("Do this. Then that."), "Do this.");
+        assert_eq!(advice_head("Only one sentence"), "Only one sentence");
+        assert_eq!(
+            advice_head("Run `nova-manage cell_v2 list_hosts`, then retry."),
+            "Run `nova-manage cell_v2 list_hosts`, then retry."
+        );
     }
 
     #[test]

@@ -10,14 +10,19 @@
 //!   reasons;
 //! - `executor`: runs controller commands under the agent's own rules (unit
 //!   allowlist, command ids executed at most once, deadlines, restart budget);
+//! - `logwatch`: follows nova-compute's log file and journal and keeps the
+//!   faults that the signature catalogue finds in them;
+//! - `classify`: the `classify` subcommand, which diagnoses copied logs;
 //! - `transport`: the gRPC stream to the controller, with reconnects;
 //! - `report`: assembles the `NodeReport` that `check` prints and the
 //!   transport sends.
 
+pub mod classify;
 pub mod collect;
 pub mod config;
 pub mod executor;
 pub mod health;
+pub mod logwatch;
 pub mod report;
 pub mod systemd;
 pub mod transport;

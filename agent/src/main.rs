@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use novamedic_agent::classify::{self, ClassifyRequest};
 use novamedic_agent::config::{self, AgentConfig, ConfigError};
 use novamedic_agent::executor::{Executor, ExecutorSettings};
+use novamedic_agent::health;
+use novamedic_agent::logwatch::{self, LogWatch, LogWatchSettings};
 use novamedic_agent::report::{self, ReportBuilder};
 use novamedic_agent::systemd::dbus::SystemdManager;
 use novamedic_agent::systemd::watch::spawn_unit_watch;
@@ -49,6 +52,9 @@ enum Command {
     Run(RunArgs),
     /// Print this node's report once, without a controller.
     Check(CheckArgs),
+    /// Diagnose copied nova-compute logs (plain or .gz) with the signature
+    /// catalogue and print the classified records.
+    Classify(ClassifyArgs),
 }
 
 #[derive(Args)]
@@ -94,6 +100,27 @@ struct CheckArgs {
     output: Output,
 }
 
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Log files to read; files ending in .gz are decompressed.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+
+    /// Directory of operator signature files, read in addition to the
+    /// shipped catalogue.
+    #[arg(long, value_name = "DIR", default_value = novamedic_logs::DEFAULT_OPERATOR_DIR)]
+    signatures_dir: PathBuf,
+
+    /// UTC offset of the node that wrote the logs, +HH:MM or -HH:MM (oslo.log
+    /// writes local time without a zone) [default: this host's offset].
+    #[arg(long, value_name = "OFFSET", value_parser = classify::parse_utc_offset, allow_hyphen_values = true)]
+    utc_offset: Option<time::UtcOffset>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Output {
     Table,
@@ -102,12 +129,20 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `check` prints its findings itself; only errors go to the log there.
+    // `check` and `classify` print their findings themselves; only errors go
+    // to the log there.
     let default_level = match cli.command {
         Command::Run(_) => "info",
-        Command::Check(_) => "error",
+        Command::Check(_) | Command::Classify(_) => "error",
     };
     init_tracing(default_level);
+    // The time crate reads the local offset only while one thread runs, so
+    // before the runtime starts its workers.
+    let utc_offset = novamedic_logs::local_utc_offset();
+    let cli_command = match cli.command {
+        Command::Classify(args) => return classify_logs(args, utc_offset),
+        other => other,
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,9 +156,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Check(args) => check(args).await,
+        match cli_command {
+            Command::Run(args) => run(args, utc_offset).await,
+            Command::Check(args) => check(args, utc_offset).await,
+            Command::Classify(args) => classify_logs(args, utc_offset),
         }
     })
 }
@@ -160,7 +196,7 @@ fn config_failure(err: ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
     let mut config = match load_config(&args.common) {
         Ok(config) => config,
         Err(err) => return config_failure(err),
@@ -203,9 +239,20 @@ async fn run(args: RunArgs) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "agent starting"
     );
-    let builder = ReportBuilder::new(&config);
+    let log_watch = match LogWatch::start(
+        LogWatchSettings::from_config(&config, utc_offset),
+        logwatch::node_resolver(&config, unit_rx.clone()),
+    ) {
+        Ok(log_watch) => log_watch,
+        Err(err) => {
+            eprintln!("error: cannot start the log watch thread: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let builder = ReportBuilder::new(&config).with_log_watch(log_watch.clone());
     let transport = Transport::new(config, executor, builder, unit_rx, transitions);
     transport.run(shutdown_signal()).await;
+    let _ = tokio::task::spawn_blocking(move || log_watch.stop()).await;
     tracing::info!("agent stopped");
     ExitCode::SUCCESS
 }
@@ -227,7 +274,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn check(args: CheckArgs) -> ExitCode {
+async fn check(args: CheckArgs, utc_offset: time::UtcOffset) -> ExitCode {
     let config = match load_config(&args.common) {
         Ok(config) => config,
         Err(err) => return config_failure(err),
@@ -244,8 +291,18 @@ async fn check(args: CheckArgs) -> ExitCode {
 
     let observation: UnitObservation = unit_rx.borrow().clone();
     watch_task.abort();
+    let settings = LogWatchSettings::from_config(&config, utc_offset);
+    let mut resolve_targets = logwatch::node_resolver(&config, unit_rx.clone());
     let report = tokio::task::spawn_blocking(move || {
-        builder.build(&observation, v1::ReportTrigger::Connect, 1)
+        let mut report = builder.build(&observation, v1::ReportTrigger::Connect, 1);
+        let targets = resolve_targets();
+        report.log = Some(logwatch::read_recent(
+            &settings,
+            &targets,
+            transport::unix_ms_now(),
+        ));
+        report.health = Some(health::evaluate(&report));
+        report
     })
     .await
     .expect("report builder panicked");
@@ -263,6 +320,40 @@ async fn check(args: CheckArgs) -> ExitCode {
         Output::Table => report::render_table(&view),
     };
     write_stdout(&text)
+}
+
+/// Exit status of `classify` when a file could not be read (sysexits.h
+/// EX_NOINPUT); the files that could be read are still printed.
+const EXIT_NO_INPUT: u8 = 66;
+
+/// Runs `classify`: prints the diagnosis of each file.
+fn classify_logs(args: ClassifyArgs, host_utc_offset: time::UtcOffset) -> ExitCode {
+    let request = ClassifyRequest {
+        files: args.files,
+        signatures_dir: args.signatures_dir,
+        utc_offset: args.utc_offset.unwrap_or(host_utc_offset),
+    };
+    let outcome = classify::classify_files(&request);
+    let text = match args.output {
+        Output::Json => match serde_json::to_string_pretty(&outcome) {
+            Ok(json) => json + "\n",
+            Err(err) => {
+                eprintln!("error: cannot encode the diagnosis as JSON: {err}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
+        Output::Table => classify::render(&outcome),
+    };
+    let written = write_stdout(&text);
+    for file in &outcome.files {
+        if let Some(error) = &file.error {
+            eprintln!("error: {error}");
+        }
+    }
+    if !outcome.all_read() {
+        return ExitCode::from(EXIT_NO_INPUT);
+    }
+    written
 }
 
 /// Writes `text` to stdout. A closed pipe (`check | head`) is not an error.

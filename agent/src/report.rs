@@ -20,6 +20,7 @@ use crate::collect::process::{self, ProcessTable};
 use crate::collect::resources::ResourceCollector;
 use crate::config::AgentConfig;
 use crate::health;
+use crate::logwatch::LogWatch;
 use crate::systemd::UnitObservation;
 
 /// Builds reports; keeps the state that must live between them (sysinfo's
@@ -33,6 +34,8 @@ pub struct ReportBuilder {
     logged_warnings: HashSet<String>,
     /// nova's config as read for the latest report.
     nova_config: NovaConfig,
+    /// Source of the report's log section; `None` leaves it out.
+    log_watch: Option<LogWatch>,
 }
 
 impl ReportBuilder {
@@ -42,7 +45,14 @@ impl ReportBuilder {
             resources: ResourceCollector::new(),
             logged_warnings: HashSet::new(),
             nova_config: NovaConfig::default(),
+            log_watch: None,
         }
+    }
+
+    /// Adds the faults of `log_watch` to every report.
+    pub fn with_log_watch(mut self, log_watch: LogWatch) -> Self {
+        self.log_watch = Some(log_watch);
+        self
     }
 
     /// Reads the node and assembles a report. `transitions` is left empty
@@ -74,6 +84,7 @@ impl ReportBuilder {
             nova_compute: Some(nova_compute),
             health: None,
             transitions: Vec::new(),
+            log: self.log_watch.as_ref().map(|w| w.report(now_unix_ms())),
         };
         report.health = Some(health::evaluate(&report));
         report
@@ -180,6 +191,7 @@ pub fn render_table(view: &NodeView) -> String {
     render_resources(&mut text, view);
     render_filesystems(&mut text, view);
     render_guests(&mut text, view);
+    render_log(&mut text, view);
     text
 }
 
@@ -323,6 +335,64 @@ fn render_guests(text: &mut String, view: &NodeView) {
             format_bytes(guest.memory_bytes),
             guest.pid
         );
+    }
+}
+
+fn render_log(text: &mut String, view: &NodeView) {
+    let Some(log) = &view.log else {
+        return;
+    };
+    let _ = writeln!(text, "\nnova-compute log");
+    let file = match (log.log_file.is_empty(), log.log_file_problem.is_empty()) {
+        (false, true) => log.log_file.clone(),
+        (false, false) => format!("{} ({})", log.log_file, log.log_file_problem),
+        (true, _) => log.log_file_problem.clone(),
+    };
+    let _ = writeln!(text, "  file          {file}");
+    let journal = if log.journal_problem.is_empty() {
+        log.journal_unit.clone()
+    } else {
+        log.journal_problem.clone()
+    };
+    let _ = writeln!(text, "  journal       {journal}");
+    for error in &log.catalogue_errors {
+        let id = error
+            .signature_id
+            .as_ref()
+            .map(|id| format!(" signature {id}:"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "  catalogue     {}:{id} {} (not loaded)",
+            error.file, error.error
+        );
+    }
+    let restart = if log.restart.restart_helps {
+        "helps"
+    } else {
+        "not recommended"
+    };
+    let _ = writeln!(text, "  restart       {restart}: {}", log.restart.reason);
+    if log.active_faults.is_empty() {
+        let _ = writeln!(text, "  faults        none active");
+    }
+    for fault in &log.active_faults {
+        let _ = writeln!(
+            text,
+            "  fault         {} {} ({}), {} records, {} .. {}",
+            fault.severity,
+            fault.fault_kind,
+            fault.signature_id,
+            fault.count,
+            fault.first_seen.as_deref().unwrap_or("-"),
+            fault.last_seen.as_deref().unwrap_or("-"),
+        );
+        let _ = writeln!(text, "    advice      {}", fault.advice);
+        if !fault.instance_uuids.is_empty() {
+            let _ = writeln!(text, "    instances   {}", fault.instance_uuids.join(", "));
+        }
+        let sample = fault.sample.lines().next().unwrap_or("");
+        let _ = writeln!(text, "    sample      {sample}");
     }
 }
 

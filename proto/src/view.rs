@@ -36,6 +36,9 @@ pub struct NodeView {
     pub instances_path: String,
     pub disks: Vec<DiskView>,
     pub guests: GuestsView,
+    /// nova-compute's log as the agent classifies it; `null` when the report
+    /// has no log section (no report yet, or an agent that predates it).
+    pub log: Option<LogView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +111,136 @@ pub struct GuestView {
     pub vcpus: u32,
     pub memory_bytes: u64,
     pub pid: u32,
+}
+
+/// The agent's findings in nova-compute's log file and journal.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogView {
+    /// Log file the agent follows; empty when none.
+    pub log_file: String,
+    /// Reason no log file is followed or reading it fails; empty otherwise.
+    pub log_file_problem: String,
+    /// Unit whose journal the agent reads; empty when none.
+    pub journal_unit: String,
+    /// Reason the journal is not read; empty otherwise.
+    pub journal_problem: String,
+    pub active_faults: Vec<LogFaultView>,
+    /// Fault records per kind; kinds with none in the last hour are left out.
+    pub counts: Vec<FaultKindCountView>,
+    pub restart: LogRestartView,
+    /// Operator signature files or entries that failed to load.
+    pub catalogue_errors: Vec<SignatureLoadErrorView>,
+    /// Lines read from the file and the journal since the agent started.
+    pub lines_read: u64,
+}
+
+/// One active fault of nova-compute's log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogFaultView {
+    pub signature_id: String,
+    /// Fault kind in snake_case, for example `messaging`.
+    pub fault_kind: String,
+    /// `critical`, `error` or `warning`.
+    pub severity: String,
+    /// First and latest matching record, RFC 3339 in UTC.
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub count: u64,
+    pub restart_helps: bool,
+    pub restart_reason: String,
+    pub advice: String,
+    /// Start of the latest matching record, secrets redacted.
+    pub sample: String,
+    pub instance_uuids: Vec<String>,
+    pub window_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultKindCountView {
+    pub fault_kind: String,
+    pub last_5_minutes: u64,
+    pub last_hour: u64,
+}
+
+/// Whether restarting nova-compute would help, over all active faults.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRestartView {
+    pub restart_helps: bool,
+    pub reason: String,
+    /// Signature of the dependency outage that vetoes a restart; `null` when none.
+    pub vetoed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SignatureLoadErrorView {
+    pub file: String,
+    /// `null` when the whole file failed.
+    pub signature_id: Option<String>,
+    pub error: String,
+}
+
+impl LogView {
+    pub fn from_wire(log: &v1::LogHealth) -> Self {
+        let restart = log.restart.clone().unwrap_or_default();
+        LogView {
+            log_file: log.log_file.clone(),
+            log_file_problem: log.log_file_problem.clone(),
+            journal_unit: log.journal_unit.clone(),
+            journal_problem: log.journal_problem.clone(),
+            active_faults: log
+                .active_faults
+                .iter()
+                .map(LogFaultView::from_wire)
+                .collect(),
+            counts: log
+                .counts
+                .iter()
+                .map(|c| FaultKindCountView {
+                    fault_kind: c.fault_kind.clone(),
+                    last_5_minutes: c.last_5_minutes,
+                    last_hour: c.last_hour,
+                })
+                .collect(),
+            restart: LogRestartView {
+                restart_helps: restart.restart_helps,
+                reason: restart.reason,
+                vetoed_by: non_empty(restart.vetoed_by),
+            },
+            catalogue_errors: log
+                .catalogue_errors
+                .iter()
+                .map(|e| SignatureLoadErrorView {
+                    file: e.file.clone(),
+                    signature_id: non_empty(e.signature_id.clone()),
+                    error: e.error.clone(),
+                })
+                .collect(),
+            lines_read: log.lines_read,
+        }
+    }
+}
+
+impl LogFaultView {
+    pub fn from_wire(fault: &v1::LogFault) -> Self {
+        LogFaultView {
+            signature_id: fault.signature_id.clone(),
+            fault_kind: fault.fault_kind.clone(),
+            severity: fault.severity.clone(),
+            first_seen: rfc3339_from_unix_ms(fault.first_seen_unix_ms),
+            last_seen: rfc3339_from_unix_ms(fault.last_seen_unix_ms),
+            count: fault.count,
+            restart_helps: fault.restart_helps,
+            restart_reason: fault.restart_reason.clone(),
+            advice: fault.advice.clone(),
+            sample: fault.sample.clone(),
+            instance_uuids: fault.instance_uuids.clone(),
+            window_seconds: fault.window_seconds,
+        }
+    }
+}
+
+fn non_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
 }
 
 /// The outcome of `novamedic restart`.
@@ -279,6 +412,7 @@ impl NodeView {
                     })
                     .collect(),
             },
+            log: report.log.as_ref().map(LogView::from_wire),
         }
     }
 
@@ -380,5 +514,47 @@ mod tests {
         for key in ["count", "vcpus", "memory_bytes"] {
             assert!(json["guests"].get(key).is_some(), "guests.{key} missing");
         }
+        assert!(json["log"].is_null(), "a report without a log section");
+    }
+
+    #[test]
+    fn log_view_converts_times_and_empty_ids() {
+        let report = v1::NodeReport {
+            log: Some(v1::LogHealth {
+                log_file: "/var/log/nova/nova-compute.log".into(),
+                active_faults: vec![v1::LogFault {
+                    signature_id: "libvirt-daemon-unreachable".into(),
+                    fault_kind: "hypervisor_connection".into(),
+                    severity: "critical".into(),
+                    first_seen_unix_ms: 1_700_000_000_000,
+                    last_seen_unix_ms: 1_700_000_000_123,
+                    count: 2,
+                    ..Default::default()
+                }],
+                restart: Some(v1::LogRestartVerdict {
+                    restart_helps: false,
+                    reason: "libvirtd is down".into(),
+                    vetoed_by: String::new(),
+                }),
+                catalogue_errors: vec![v1::SignatureLoadError {
+                    file: "/etc/novamedic/signatures.d/bad.toml".into(),
+                    signature_id: String::new(),
+                    error: "invalid TOML".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view = NodeView::from_report("compute-01", Some(&report), &v1::Health::default());
+        let json = serde_json::to_value(&view).unwrap();
+        let fault = &json["log"]["active_faults"][0];
+        assert_eq!(fault["fault_kind"], "hypervisor_connection");
+        assert_eq!(fault["first_seen"], "2023-11-14T22:13:20Z");
+        assert_eq!(fault["last_seen"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(fault["count"], 2);
+        assert_eq!(json["log"]["restart"]["restart_helps"], false);
+        assert!(json["log"]["restart"]["vetoed_by"].is_null());
+        assert!(json["log"]["catalogue_errors"][0]["signature_id"].is_null());
+        assert_eq!(json["log"]["log_file"], "/var/log/nova/nova-compute.log");
     }
 }

@@ -82,6 +82,7 @@ pub fn node(status: &v1::NodeStatus, now_unix_ms: i64) -> String {
     nova_compute_lines(&mut out, &view);
     resource_lines(&mut out, &view);
     guest_lines(&mut out, &view);
+    log_lines(&mut out, &view, now_unix_ms);
     out
 }
 
@@ -295,6 +296,107 @@ fn guest_lines(out: &mut String, view: &NodeView) {
         table.push(cells, Vec::new());
     }
     block(out, "", &table.render());
+}
+
+/// Writes the log section of `node show`: sources, restart verdict, then each
+/// active fault with its times, count and advice.
+fn log_lines(out: &mut String, view: &NodeView, now_unix_ms: i64) {
+    let Some(log) = &view.log else {
+        field(
+            out,
+            "Log",
+            "not reported (agent predates log classification)",
+        );
+        return;
+    };
+    let file = match (log.log_file.is_empty(), log.log_file_problem.is_empty()) {
+        (false, true) => log.log_file.clone(),
+        (false, false) => format!("{} ({})", log.log_file, log.log_file_problem),
+        (true, _) => log.log_file_problem.clone(),
+    };
+    field(out, "Log", &file);
+    let journal = if log.journal_problem.is_empty() {
+        format!("journal of {}", log.journal_unit)
+    } else {
+        log.journal_problem.clone()
+    };
+    field(out, "", &journal);
+    for error in &log.catalogue_errors {
+        let signature = error
+            .signature_id
+            .as_ref()
+            .map(|id| format!("signature {id}: "))
+            .unwrap_or_default();
+        let text = format!(
+            "└ signature file {}: {signature}{} (not loaded)",
+            error.file, error.error
+        );
+        field(out, "", &text);
+    }
+    let verdict = if log.restart.restart_helps {
+        "helps"
+    } else {
+        "not recommended"
+    };
+    field(
+        out,
+        "Restart",
+        &format!("{verdict}: {}", log.restart.reason),
+    );
+    if log.active_faults.is_empty() {
+        field(out, "Faults", "none active");
+        return;
+    }
+    for (index, fault) in log.active_faults.iter().enumerate() {
+        let label = if index == 0 { "Faults" } else { "" };
+        let head = format!(
+            "{} {} ({}), {} records",
+            fault.severity, fault.fault_kind, fault.signature_id, fault.count
+        );
+        field(out, label, &head);
+        let seen = format!(
+            "  first {}, last {}",
+            seen_at(fault.first_seen.as_deref(), now_unix_ms),
+            seen_at(fault.last_seen.as_deref(), now_unix_ms)
+        );
+        field(out, "", &seen);
+        let restart = if fault.restart_helps {
+            "helps"
+        } else {
+            "does not help"
+        };
+        field(
+            out,
+            "",
+            &format!("  restart {restart}: {}", fault.restart_reason),
+        );
+        field(out, "", &format!("  advice: {}", fault.advice));
+        if !fault.instance_uuids.is_empty() {
+            field(
+                out,
+                "",
+                &format!("  instances: {}", fault.instance_uuids.join(", ")),
+            );
+        }
+        if let Some(sample) = fault.sample.lines().next() {
+            field(out, "", &format!("  sample: {sample}"));
+        }
+    }
+}
+
+/// Formats an RFC 3339 time with its age, or "-".
+fn seen_at(time: Option<&str>, now_unix_ms: i64) -> String {
+    let Some(time) = time else {
+        return "-".to_string();
+    };
+    let parsed = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339);
+    match parsed {
+        Ok(at) => {
+            let unix_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+            format!("{time} ({})", format_age(now_unix_ms - unix_ms))
+        }
+        Err(_) => time.to_string(),
+    }
 }
 
 /// Width of the right-aligned labels in `node show`.

@@ -185,6 +185,89 @@ fn node_show_has_everything() {
     }
 }
 
+fn log_with_faults() -> v1::LogHealth {
+    v1::LogHealth {
+        log_file: "/var/log/nova/nova-compute.log".into(),
+        journal_unit: "nova-compute.service".into(),
+        active_faults: vec![v1::LogFault {
+            signature_id: "libvirt-daemon-unreachable".into(),
+            fault_kind: "hypervisor_connection".into(),
+            severity: "critical".into(),
+            first_seen_unix_ms: 940_000,
+            last_seen_unix_ms: 1_000_000,
+            count: 4,
+            restart_helps: false,
+            restart_reason: "libvirtd is not running".into(),
+            advice: "Start libvirt first: `systemctl start libvirtd`.".into(),
+            sample: "ERROR nova.compute.manager Connection to libvirt failed\nTraceback".into(),
+            instance_uuids: vec!["4e89ad74-e6f6-4941-8182-9be3186e2bc2".into()],
+            window_seconds: 3600,
+        }],
+        restart: Some(v1::LogRestartVerdict {
+            restart_helps: false,
+            reason: "libvirtd is not running".into(),
+            vetoed_by: String::new(),
+        }),
+        catalogue_errors: vec![v1::SignatureLoadError {
+            file: "/etc/novamedic/signatures.d/bad.toml".into(),
+            signature_id: String::new(),
+            error: "invalid TOML".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn node_show_lists_log_faults() {
+    let mut status = sample_status("compute-01", v1::HealthStatus::Degraded, &[]);
+    status.report.as_mut().unwrap().log = Some(log_with_faults());
+    let text = node(&status, 1_003_000);
+    for expected in [
+        "Log: /var/log/nova/nova-compute.log",
+        "journal of nova-compute.service",
+        "└ signature file /etc/novamedic/signatures.d/bad.toml: invalid TOML (not loaded)",
+        "Restart: not recommended: libvirtd is not running",
+        "Faults: critical hypervisor_connection (libvirt-daemon-unreachable), 4 records",
+        "first 1970-01-01T00:15:40Z (1m ago), last 1970-01-01T00:16:40Z (3s ago)",
+        "restart does not help: libvirtd is not running",
+        "advice: Start libvirt first: `systemctl start libvirtd`.",
+        "instances: 4e89ad74-e6f6-4941-8182-9be3186e2bc2",
+        "sample: ERROR nova.compute.manager Connection to libvirt failed",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("Traceback"),
+        "only the sample's first line: {text}"
+    );
+}
+
+#[test]
+fn node_show_without_log_section() {
+    let status = sample_status("compute-01", v1::HealthStatus::Healthy, &[]);
+    let text = node(&status, 1_003_000);
+    assert!(text.contains("Log: not reported"), "{text}");
+
+    let mut status = status;
+    status.report.as_mut().unwrap().log = Some(v1::LogHealth {
+        log_file_problem: "no log file: nova_log_file is not set".into(),
+        journal_problem: "journalctl not found".into(),
+        restart: Some(v1::LogRestartVerdict {
+            restart_helps: false,
+            reason: "no active fault in nova-compute's log".into(),
+            vetoed_by: String::new(),
+        }),
+        ..Default::default()
+    });
+    let text = node(&status, 1_003_000);
+    assert!(
+        text.contains("Log: no log file: nova_log_file is not set"),
+        "{text}"
+    );
+    assert!(text.contains("journalctl not found"), "{text}");
+    assert!(text.contains("Faults: none active"), "{text}");
+}
+
 #[test]
 fn restart_summary() {
     let response = v1::RestartResponse {
