@@ -93,17 +93,57 @@ const UUID_LEN: usize = 36;
 /// Parses `line` as a record line, or returns `None` for a continuation line.
 pub fn parse_header(line: &str) -> Option<Header> {
     let bytes = line.as_bytes();
-    if let Some(header) = parse_oslo(bytes, 0) {
+    let mut header = parse_header_lazy(bytes, &mut SecondCache::default())?;
+    if let Some(context) = header.context.clone() {
+        let (global, local) = request_ids(bytes, context);
+        header.global_request_id = global;
+        header.request_id = local;
+    }
+    Some(header)
+}
+
+/// Parses a record line like [`parse_header`], but leaves `request_id` and
+/// `global_request_id` unset. The joiner reads them from the context block only
+/// on request (see [`request_ids`]), which keeps routine records cheap.
+pub(crate) fn parse_header_lazy(bytes: &[u8], cache: &mut SecondCache) -> Option<Header> {
+    if let Some(header) = parse_oslo(bytes, 0, cache) {
         return Some(header);
     }
     let (start, journal) = wrapper_len(bytes)?;
-    parse_oslo(bytes, start).or_else(|| {
+    parse_oslo(bytes, start, cache).or_else(|| {
         if journal {
             parse_after_level(bytes, start, start..start, None, None)
         } else {
             None
         }
     })
+}
+
+/// Bytes of `YYYY-MM-DD HH:MM:SS`, the whole-second part of an oslo timestamp.
+const SECOND_TEXT_BYTES: usize = 19;
+
+/// The last whole-second timestamp text parsed and its value. Consecutive records
+/// mostly share their second, and comparing 19 bytes costs far less than checking
+/// their shape and converting the date again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SecondCache {
+    text: [u8; SECOND_TEXT_BYTES],
+    /// Local milliseconds of `text`; `None` until a timestamp was parsed.
+    ms: Option<i64>,
+}
+
+impl SecondCache {
+    /// Local milliseconds of the whole second at the start of `text`, or `None`
+    /// when it is not a valid `YYYY-MM-DD HH:MM:SS`.
+    fn second_ms(&mut self, text: &[u8; SECOND_TEXT_BYTES]) -> Option<i64> {
+        if self.ms.is_some() && *text == self.text {
+            return self.ms;
+        }
+        let ms = parse_second(text)?;
+        self.text = *text;
+        self.ms = Some(ms);
+        Some(ms)
+    }
 }
 
 /// Returns the length of a recognised wrapper prefix and whether it was a journal one.
@@ -141,20 +181,34 @@ fn is_digits(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit)
 }
 
-fn parse_oslo(bytes: &[u8], start: usize) -> Option<Header> {
-    let (local_ms, mut at) = parse_timestamp(bytes, start)?;
+fn parse_oslo(bytes: &[u8], start: usize, cache: &mut SecondCache) -> Option<Header> {
+    let (local_ms, mut at) = parse_timestamp(bytes, start, cache)?;
     let timestamp_text = start..at;
     at = expect_space(bytes, at)?;
+    let digits_end = digits_end(bytes, at);
     let mut pid = None;
-    let token_end = token_end(bytes, at);
-    if is_digits(&bytes[at..token_end]) {
-        pid = std::str::from_utf8(&bytes[at..token_end])
-            .ok()?
-            .parse()
-            .ok();
-        at = expect_space(bytes, token_end)?;
+    if digits_end > at && bytes.get(digits_end).is_none_or(|b| *b == b' ') {
+        // A pid too large for u32 leaves the pid unknown but the line a record line.
+        pid = parse_u32(&bytes[at..digits_end]);
+        at = expect_space(bytes, digits_end)?;
     }
     parse_after_level(bytes, at, timestamp_text, Some(local_ms), pid)
+}
+
+/// End of the run of ASCII digits starting at `at`.
+fn digits_end(bytes: &[u8], at: usize) -> usize {
+    let run = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    at + run
+}
+
+/// Parses ASCII digits as a u32; `None` when the value overflows.
+fn parse_u32(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 fn parse_after_level(
@@ -164,8 +218,7 @@ fn parse_after_level(
     local_ms: Option<i64>,
     pid: Option<u32>,
 ) -> Option<Header> {
-    let level_end = token_end(bytes, at);
-    let level = Level::parse(&bytes[at..level_end])?;
+    let (level, level_end) = level_at(bytes, at)?;
     let logger_start = skip_spaces(bytes, level_end);
     if logger_start == level_end && level_end < bytes.len() {
         return None;
@@ -186,9 +239,7 @@ fn parse_after_level(
     let mut at = skip_one_space(bytes, logger_end);
     if bytes[at..].starts_with(b"[") && !bytes[at..].starts_with(b"[instance: ") {
         if let Some(close) = memchr::memchr(b']', &bytes[at..]) {
-            let context = at..at + close + 1;
-            read_request_ids(bytes, context.clone(), &mut header);
-            header.context = Some(context);
+            header.context = Some(at..at + close + 1);
             at = skip_one_space(bytes, at + close + 1);
         }
     }
@@ -200,9 +251,46 @@ fn parse_after_level(
     Some(header)
 }
 
+/// Reads the level token at `at`; returns it and the index just past it.
+///
+/// Level names are at most 8 bytes, so only a short window is searched for the
+/// space that ends the token: a longer word is no level, wherever it ends.
+fn level_at(bytes: &[u8], at: usize) -> Option<(Level, usize)> {
+    const LONGEST_LEVEL_BYTES: usize = 8;
+    let rest = &bytes[at..];
+    let window = &rest[..rest.len().min(LONGEST_LEVEL_BYTES + 1)];
+    let len = match window.iter().position(|b| *b == b' ') {
+        Some(len) => len,
+        None if rest.len() <= LONGEST_LEVEL_BYTES => rest.len(),
+        None => return None,
+    };
+    Level::parse(&rest[..len]).map(|level| (level, at + len))
+}
+
 /// Reads `YYYY-MM-DD HH:MM:SS` and optional `.mmm` (any number of fraction digits).
-fn parse_timestamp(bytes: &[u8], start: usize) -> Option<(i64, usize)> {
-    let ts = bytes.get(start..start + 19)?;
+fn parse_timestamp(bytes: &[u8], start: usize, cache: &mut SecondCache) -> Option<(i64, usize)> {
+    let second_text = bytes.get(start..start + SECOND_TEXT_BYTES)?;
+    let second_text: &[u8; SECOND_TEXT_BYTES] = second_text.try_into().ok()?;
+    let second_ms = cache.second_ms(second_text)?;
+    let mut at = start + SECOND_TEXT_BYTES;
+    let mut millis = 0i64;
+    if bytes.get(at) == Some(&b'.') {
+        let fraction_end = digits_end(bytes, at + 1);
+        let fraction = &bytes[at + 1..fraction_end];
+        if fraction.is_empty() {
+            return None;
+        }
+        for i in 0..3 {
+            let digit = fraction.get(i).map_or(0, |d| i64::from(d - b'0'));
+            millis = millis * 10 + digit;
+        }
+        at = fraction_end;
+    }
+    Some((second_ms + millis, at))
+}
+
+/// Converts `YYYY-MM-DD HH:MM:SS` to local milliseconds since the epoch of its zone.
+fn parse_second(ts: &[u8; SECOND_TEXT_BYTES]) -> Option<i64> {
     const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
     let shape_ok = ts[4] == b'-'
         && ts[7] == b'-'
@@ -223,26 +311,8 @@ fn parse_timestamp(bytes: &[u8], start: usize) -> Option<(i64, usize)> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let mut at = start + 19;
-    let mut millis = 0i64;
-    if bytes.get(at) == Some(&b'.') {
-        let digits_end = bytes[at + 1..]
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .map_or(bytes.len(), |p| at + 1 + p);
-        let fraction = &bytes[at + 1..digits_end];
-        if fraction.is_empty() {
-            return None;
-        }
-        for i in 0..3 {
-            let digit = fraction.get(i).map_or(0, |d| i64::from(d - b'0'));
-            millis = millis * 10 + digit;
-        }
-        at = digits_end;
-    }
     let days = days_from_civil(year, month, day);
-    let ms = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis;
-    Some((ms, at))
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -256,22 +326,27 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-fn read_request_ids(bytes: &[u8], context: Range<usize>, header: &mut Header) {
+/// Reads the `req-<uuid>` tokens of a context block (`[…]`, brackets included):
+/// returns (global request id, request id). With two leading ids the first is the
+/// global one; otherwise the one found is the request id.
+pub(crate) fn request_ids(
+    bytes: &[u8],
+    context: Range<usize>,
+) -> (Option<Range<usize>>, Option<Range<usize>>) {
     let inner = context.start + 1..context.end - 1;
     let first = request_id_at(bytes, inner.start, inner.end);
     // The second token starts after the first space of the block.
     let second_start = memchr::memchr(b' ', &bytes[inner.clone()]).map(|p| inner.start + p + 1);
     let second = second_start.and_then(|at| request_id_at(bytes, at, inner.end));
     match (first, second) {
-        (Some(global), Some(local)) => {
-            header.global_request_id = Some(global);
-            header.request_id = Some(local);
-        }
-        (Some(local), None) | (None, Some(local)) => header.request_id = Some(local),
+        (Some(global), Some(local)) => (Some(global), Some(local)),
+        (Some(local), None) | (None, Some(local)) => (None, Some(local)),
         (None, None) => {
             let found = memchr::memmem::find(&bytes[inner.clone()], b"req-");
-            header.request_id =
-                found.and_then(|p| request_id_at(bytes, inner.start + p, inner.end));
+            (
+                None,
+                found.and_then(|p| request_id_at(bytes, inner.start + p, inner.end)),
+            )
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Joining lines into records: a record line plus its traceback and continuation lines.
 
-use crate::header::{instance_tag, parse_header, Header, Level};
+use crate::header::{instance_tag, parse_header_lazy, request_ids, Header, Level, SecondCache};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use std::ops::Range;
 
@@ -29,8 +29,9 @@ pub struct Record {
     timestamp_text: Range<usize>,
     logger: Range<usize>,
     message: Range<usize>,
-    request_id: Option<Range<usize>>,
-    global_request_id: Option<Range<usize>>,
+    /// The first line's context block (`[req-… user project]`), from which the
+    /// request ids are read on demand, because most records never need them.
+    context: Option<Range<usize>>,
     instance_uuid: Option<Range<usize>>,
 }
 
@@ -60,11 +61,19 @@ impl Record {
     }
 
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.clone().map(|r| &self.text[r])
+        self.request_ids().1.map(|r| &self.text[r])
     }
 
     pub fn global_request_id(&self) -> Option<&str> {
-        self.global_request_id.clone().map(|r| &self.text[r])
+        self.request_ids().0.map(|r| &self.text[r])
+    }
+
+    /// (global request id, request id) ranges read from the context block.
+    fn request_ids(&self) -> (Option<Range<usize>>, Option<Range<usize>>) {
+        match self.context.clone() {
+            Some(context) => request_ids(self.text.as_bytes(), context),
+            None => (None, None),
+        }
     }
 
     /// UUID from the first `[instance: UUID]` tag of the record's lines.
@@ -92,8 +101,7 @@ impl Record {
                 self.timestamp_text = h.timestamp_text.clone();
                 self.logger = h.logger.clone();
                 self.message = h.message.clone();
-                self.request_id = h.request_id.clone();
-                self.global_request_id = h.global_request_id.clone();
+                self.context = h.context.clone();
                 self.instance_uuid = h.instance_uuid.clone();
             }
             None => {
@@ -103,8 +111,7 @@ impl Record {
                 self.timestamp_text = 0..0;
                 self.logger = 0..0;
                 self.message = 0..line.len();
-                self.request_id = None;
-                self.global_request_id = None;
+                self.context = None;
                 self.instance_uuid = None;
             }
         }
@@ -188,6 +195,7 @@ pub struct Joiner {
     finished: Record,
     has_current: bool,
     lines_read: u64,
+    seconds: SecondCache,
 }
 
 impl Joiner {
@@ -210,7 +218,7 @@ impl Joiner {
             Ok(valid) => std::borrow::Cow::Borrowed(valid),
             Err(_) => String::from_utf8_lossy(line),
         };
-        let header = parse_header(&text);
+        let header = parse_header_lazy(text.as_bytes(), &mut self.seconds);
         if self.has_current {
             let continues = match &header {
                 Some(h) => self.current.owns_traceback_line(&text, h),
@@ -261,6 +269,7 @@ pub fn parse(bytes: &[u8]) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::parse_header;
 
     const CRITICAL_WITH_ERROR_TRACEBACK: &str = "\
 2025-07-09 20:26:51.880 7 INFO nova.virt.driver [-] Loading compute driver 'libvirt.LibvirtDriver'
@@ -306,6 +315,36 @@ mod tests {
             records[0].instance_uuid(),
             Some("69b0fe46-cb0f-48c4-ba76-66f8debe8b96")
         );
+    }
+
+    #[test]
+    fn record_ids_and_times_match_header() {
+        let log = "\
+2024-01-01 00:00:00.250 7 INFO nova.compute.manager [req-11111111-1111-1111-1111-111111111111 req-22222222-2222-2222-2222-222222222222 u p - - d d] one
+2024-01-01 00:00:00.750 7 INFO nova.compute.manager [None req-33333333-3333-3333-3333-333333333333 u p] two
+2024-01-01 00:00:01 7 INFO nova.compute.manager no context
+";
+        let records = parse(log.as_bytes());
+        assert_eq!(records.len(), 3);
+        for record in &records {
+            let header = parse_header(record.text()).expect("record line");
+            let field = |r: Option<Range<usize>>| r.map(|r| &record.text()[r]);
+            assert_eq!(record.request_id(), field(header.request_id.clone()));
+            assert_eq!(record.global_request_id(), field(header.global_request_id));
+            assert_eq!(record.local_ms, header.local_ms);
+        }
+        assert_eq!(
+            records[0].global_request_id(),
+            Some("req-11111111-1111-1111-1111-111111111111")
+        );
+        assert_eq!(
+            records[1].request_id(),
+            Some("req-33333333-3333-3333-3333-333333333333")
+        );
+        assert_eq!(records[2].request_id(), None);
+        let base_ms = records[0].local_ms.expect("timestamp");
+        assert_eq!(records[1].local_ms, Some(base_ms + 500));
+        assert_eq!(records[2].local_ms, Some(base_ms + 750));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use crate::header::Level;
 use crate::record::Record;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// Regular intervals a series needs before its absence means anything.
@@ -106,16 +107,17 @@ impl SilenceDetector {
     }
 
     fn learn(&mut self, record: &Record, now_ms: i64) {
-        let key = series_key(record);
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            return;
-        }
-        let series = self.series.entry(key).or_insert(Series {
-            last_ms: now_ms,
-            period_ms: 0,
-            regular_intervals: 0,
-            last_record: None,
-        });
+        let full = self.series.len() >= MAX_SERIES;
+        let series = match self.series.entry(series_key(record)) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(_) if full => return,
+            Entry::Vacant(new) => new.insert(Series {
+                last_ms: now_ms,
+                period_ms: 0,
+                regular_intervals: 0,
+                last_record: None,
+            }),
+        };
         let interval = now_ms - series.last_ms;
         if interval > 0 {
             let tolerance = (series.period_ms / 10).max(2_000);
@@ -138,27 +140,69 @@ impl SilenceDetector {
     }
 }
 
-/// Hashes pid, logger and the message start eight bytes at a time. The key lives
-/// only in memory, so speed matters more than a value stable across releases.
+/// Hashes pid, logger and the message start (up to its first digit) eight bytes
+/// at a time. The key lives only in memory, so speed matters more than a value
+/// stable across releases. It runs for every routine record.
 fn series_key(record: &Record) -> u64 {
     let message = record.message().as_bytes();
-    let end = message
-        .iter()
-        .take(SERIES_KEY_BYTES)
-        .position(u8::is_ascii_digit)
-        .unwrap_or(message.len().min(SERIES_KEY_BYTES));
-    let mut hash = u64::from(record.pid.unwrap_or(0)) ^ 0x9e37_79b9_7f4a_7c15;
-    for part in [record.logger().as_bytes(), &message[..end]] {
-        for chunk in part.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            hash = (hash ^ u64::from_le_bytes(word))
-                .wrapping_mul(0xff51_afd7_ed55_8ccd)
-                .rotate_left(29);
-        }
-        hash = hash.wrapping_add(part.len() as u64);
+    let start = &message[..message.len().min(SERIES_KEY_BYTES)];
+    let start = &start[..first_digit(start).unwrap_or(start.len())];
+    let seed = u64::from(record.pid.unwrap_or(0)) ^ 0x9e37_79b9_7f4a_7c15;
+    let hash = hash_words(seed, record.logger().as_bytes());
+    hash_words(hash, start)
+}
+
+/// Folds `bytes` into `hash` word by word, then adds their length so that
+/// (`ab`, `c`) and (`a`, `bc`) differ.
+fn hash_words(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        hash = mix(
+            hash,
+            u64::from_le_bytes(word.try_into().expect("8-byte chunk")),
+        );
     }
-    hash
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        hash = mix(hash, u64::from_le_bytes(word));
+    }
+    hash.wrapping_add(bytes.len() as u64)
+}
+
+fn mix(hash: u64, word: u64) -> u64 {
+    (hash ^ word)
+        .wrapping_mul(0xff51_afd7_ed55_8ccd)
+        .rotate_left(29)
+}
+
+/// Index of the first ASCII digit, testing eight bytes per step.
+fn first_digit(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let mask = digit_mask(u64::from_le_bytes(word.try_into().expect("8-byte chunk")));
+        if mask != 0 {
+            return Some(offset + mask.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    let tail = words.remainder().iter().position(u8::is_ascii_digit);
+    tail.map(|p| offset + p)
+}
+
+/// Sets the high bit of the lowest byte of `word` (little endian) that is an ASCII
+/// digit; higher bytes may carry false bits, so only the lowest set bit is exact.
+///
+/// `x = word ^ 0x30…` maps digits to 0..=9. `(x - 0x0a…) & !x & 0x80…` marks the
+/// bytes below 10: the subtraction borrows into byte i's high bit exactly when
+/// byte i is below 10 (or a lower byte borrowed, which only happens above the
+/// lowest marked byte).
+fn digit_mask(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let x = word ^ (ONES * 0x30);
+    x.wrapping_sub(ONES * 0x0a) & !x & (ONES * 0x80)
 }
 
 /// The series keys are already hashes, so the map uses them as they are.
@@ -197,6 +241,28 @@ mod tests {
             found = found.or(detector.observe(&record));
         }
         (found, detector)
+    }
+
+    #[test]
+    fn first_digit_matches_a_byte_scan() {
+        let samples: [&[u8]; 7] = [
+            b"",
+            b"Final resource view: name=compute-03",
+            b"Took 19.05 seconds",
+            b"abcdefg9",
+            b"abcdefgh/:9",
+            b"\xff\x80\x39\x2f",
+            b"no digits in this sentence at all, none",
+        ];
+        for sample in samples {
+            let expected = sample.iter().position(u8::is_ascii_digit);
+            assert_eq!(first_digit(sample), expected, "{sample:?}");
+        }
+        for byte in 0..=255u8 {
+            let word = [b'x', b'x', b'x', byte, b'7', b'x', b'x', b'x'];
+            let expected = word.iter().position(u8::is_ascii_digit);
+            assert_eq!(first_digit(&word), expected, "byte {byte:#04x}");
+        }
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct FaultTracker {
     recent: HashMap<FaultKind, VecDeque<(i64, u64)>>,
     silence: SilenceDetector,
     last_utc_ms: Option<i64>,
+    /// True when `active` may hold a fault under [`SILENCE_SIGNATURE_ID`], so the
+    /// map is searched for it only then rather than for every record.
+    silence_may_be_active: bool,
 }
 
 impl FaultTracker {
@@ -108,6 +111,7 @@ impl FaultTracker {
             recent: HashMap::new(),
             silence: SilenceDetector::new(),
             last_utc_ms: None,
+            silence_may_be_active: false,
         }
     }
 
@@ -148,8 +152,9 @@ impl FaultTracker {
         }
         let silence = self.silence.observe(record);
         // Any record means the process is logging again.
-        if !self.active.is_empty() {
+        if self.silence_may_be_active {
             self.active.remove(SILENCE_SIGNATURE_ID);
+            self.silence_may_be_active = false;
         }
         let mut cleared = Vec::new();
         for &index in &classification.recovers {
@@ -176,6 +181,7 @@ impl FaultTracker {
         let last_seen = self.to_utc_ms(silence.last_sign_of_life.local_ms.unwrap_or(now_local_ms));
         let fault = silence_fault(&silence, last_seen, now_utc_ms);
         self.active.insert(SILENCE_SIGNATURE_ID.to_string(), fault);
+        self.silence_may_be_active = true;
         Some(silence)
     }
 
@@ -250,6 +256,9 @@ impl FaultTracker {
             Some((m, count)) if *m == minute => *count += 1,
             _ => buckets.push_back((minute, 1)),
         }
+        // An operator signature may reuse the silence id; it is then cleared the
+        // same way by the next record.
+        self.silence_may_be_active |= signature.id == SILENCE_SIGNATURE_ID;
         if !self.active.contains_key(&signature.id) {
             self.active
                 .insert(signature.id.clone(), new_fault(index, signature, utc_ms));
