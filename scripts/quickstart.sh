@@ -48,6 +48,17 @@ stop_pidfile "$workdir/controller.pid"
     >"$workdir/controller.log" 2>&1 &
 echo $! >"$workdir/controller.pid"
 
+# A controller that cannot start (port taken, database locked) exits at
+# once; say why instead of waiting for an agent that cannot connect.
+sleep 1
+if ! kill -0 "$(cat "$workdir/controller.pid")" 2>/dev/null; then
+    rm -f "$workdir/controller.pid"
+    echo "quickstart: the controller did not start; the end of $workdir/controller.log:" >&2
+    tail -n 5 "$workdir/controller.log" >&2
+    echo "quickstart: pick another port with NOVAMEDIC_PORT=7401 $0" >&2
+    exit 1
+fi
+
 cat >"$workdir/agent.toml" <<EOF
 controller = "${controller}"
 state_dir = "${workdir}/agent-state"
@@ -57,12 +68,18 @@ EOF
 echo $! >"$workdir/agent.pid"
 
 # The first report arrives within a second of the agent connecting.
+registered=false
 for _ in $(seq 100); do
     if "$bin/novamedic" --controller "$controller" nodes -o json 2>/dev/null | grep -q '"node"'; then
+        registered=true
         break
     fi
     sleep 0.2
 done
+if [ "$registered" != true ]; then
+    echo "quickstart: the agent did not report within 20 s; the end of $workdir/agent.log:" >&2
+    tail -n 5 "$workdir/agent.log" >&2
+fi
 
 "$bin/novamedic" --controller "$controller" nodes
 cat <<EOF

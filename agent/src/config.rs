@@ -102,6 +102,14 @@ pub enum ConfigError {
         key: &'static str,
         expected: String,
     },
+    #[error("invalid {flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+/// Builds the error for a command-line flag that fails the same check as
+/// its config key.
+pub fn flag_error(flag: &'static str, message: String) -> ConfigError {
+    ConfigError::Flag { flag, message }
 }
 
 impl AgentConfig {
@@ -134,9 +142,7 @@ impl AgentConfig {
 
         let mut config = AgentConfig::default();
         if let Some(node) = file.node {
-            if node.trim().is_empty() || node.contains(char::is_whitespace) {
-                return Err(value_error("node", "must be a host name without spaces"));
-            }
+            validate_node_name(&node).map_err(|message| value_error("node", &message))?;
             config.node = node;
         }
         if let Some(controller) = file.controller {
@@ -160,12 +166,8 @@ impl AgentConfig {
             config.report_interval = Duration::from_secs(seconds);
         }
         if let Some(unit) = file.nova_compute_unit {
-            if !unit.ends_with(".service") {
-                return Err(value_error(
-                    "nova_compute_unit",
-                    "must be a full unit name ending in .service, for example nova-compute.service",
-                ));
-            }
+            validate_unit_name(&unit)
+                .map_err(|message| value_error("nova_compute_unit", &message))?;
             config.nova_compute_unit = Some(unit);
         }
         if let Some(seconds) = file.restart_settle_seconds {
@@ -227,12 +229,44 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     }
 }
 
-/// Checks that `url` is an http or https URL with a host.
+/// Checks a node name: a host name or FQDN of at most 253 bytes made of
+/// letters, digits, dots, hyphens and underscores, as the controller
+/// requires.
+pub fn validate_node_name(node: &str) -> Result<(), String> {
+    let valid_chars = node
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if node.is_empty() || node.len() > 253 || !valid_chars {
+        return Err(format!(
+            "must be a host name of 1 to 253 letters, digits, dots, hyphens or underscores, got {node:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a systemd service name such as `nova-compute.service`.
+pub fn validate_unit_name(unit: &str) -> Result<(), String> {
+    let valid_chars = unit.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@' | b':' | b'\\')
+    });
+    if !unit.ends_with(".service") || unit.len() <= ".service".len() || !valid_chars {
+        return Err(format!(
+            "must be a full unit name ending in .service, for example nova-compute.service, got {unit:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `url` is an http URL with a host.
 pub fn validate_controller_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "TLS is not supported yet, so {url:?} would not be encrypted; use http:// on a trusted network"
+        ));
+    }
     let rest = url
         .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("must start with http:// or https://, got {url:?}"))?;
+        .ok_or_else(|| format!("must start with http://, got {url:?}"))?;
     if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
         return Err(format!("must name a host, got {url:?}"));
     }
@@ -266,7 +300,7 @@ mod tests {
         let config = parse(
             r#"
             node = "compute-07"
-            controller = "https://controller.example.net:7400"
+            controller = "http://controller.example.net:7400"
             state_dir = "/srv/novamedic"
             report_interval_seconds = 5
             nova_compute_unit = "openstack-nova-compute.service"

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use novamedic_agent::classify::{self, ClassifyRequest};
-use novamedic_agent::config::{self, AgentConfig, ConfigError};
+use novamedic_agent::config::{self, flag_error, AgentConfig, ConfigError};
 use novamedic_agent::executor::{Executor, ExecutorSettings};
 use novamedic_agent::health;
 use novamedic_agent::logwatch::{self, LogWatch, LogWatchSettings};
@@ -183,9 +183,11 @@ fn load_config(args: &ConfigArgs) -> Result<AgentConfig, ConfigError> {
         None => AgentConfig::load(std::path::Path::new(config::DEFAULT_CONFIG_PATH), false)?,
     };
     if let Some(node) = &args.node {
+        config::validate_node_name(node).map_err(|message| flag_error("--node", message))?;
         config.node = node.clone();
     }
     if let Some(unit) = &args.unit {
+        config::validate_unit_name(unit).map_err(|message| flag_error("--unit", message))?;
         config.nova_compute_unit = Some(unit.clone());
     }
     Ok(config)
@@ -209,6 +211,10 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
         config.controller = controller;
     }
     if let Some(state_dir) = args.state_dir {
+        if !state_dir.is_absolute() {
+            let message = format!("must be an absolute path, got {}", state_dir.display());
+            return config_failure(flag_error("--state-dir", message));
+        }
         config.state_dir = state_dir;
     }
     if let Some(seconds) = args.report_interval {

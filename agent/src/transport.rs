@@ -163,6 +163,8 @@ pub struct Transport<M: ServiceManager> {
     transitions: Arc<TransitionLog>,
     undelivered: Arc<Mutex<VecDeque<v1::CommandResult>>>,
     sequence: u64,
+    /// Whether the current stream reached HelloAck.
+    connected: bool,
 }
 
 /// Why a stream ended.
@@ -194,6 +196,7 @@ impl<M: ServiceManager> Transport<M> {
             transitions,
             undelivered: Arc::new(Mutex::new(VecDeque::new())),
             sequence: 0,
+            connected: false,
         }
     }
 
@@ -201,32 +204,44 @@ impl<M: ServiceManager> Transport<M> {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = INITIAL_BACKOFF;
+        // Failed attempts since the last stream that reached HelloAck.
         let mut failures: u32 = 0;
         loop {
-            let started = Instant::now();
+            self.connected = false;
             let outcome = tokio::select! {
                 _ = &mut shutdown => return,
                 outcome = self.session() => outcome,
             };
-            if let Err(err) = outcome {
-                failures += 1;
-                // Log the first failure and then every tenth, so an agent
-                // whose controller is down for hours does not flood the log.
-                if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(
-                        controller = %self.config.controller,
-                        error = %err,
-                        failures,
-                        "controller stream ended; reconnecting"
-                    );
-                }
-            }
-            // A stream that lived for a while resets the backoff.
-            if started.elapsed() > MAX_BACKOFF * 2 {
+            let Err(err) = outcome else { continue };
+
+            if self.connected {
+                // A stream that was up always gets a line: it is news.
+                failures = 0;
                 backoff = INITIAL_BACKOFF;
+            } else {
+                failures += 1;
+            }
+            if let SessionError::Rejected(status) = &err {
+                if is_permanent_rejection(status) {
+                    // Retrying fast cannot help until the config or the
+                    // controller changes, so wait the longest delay.
+                    backoff = MAX_BACKOFF;
+                }
             }
             let delay = jittered(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
+
+            // Log the first failure and then every tenth, so an agent whose
+            // controller is down for hours does not flood the log.
+            if failures <= 1 || failures.is_multiple_of(10) {
+                tracing::warn!(
+                    controller = %self.config.controller,
+                    error = %err,
+                    failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "no stream to the controller; retrying"
+                );
+            }
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -264,6 +279,7 @@ impl<M: ServiceManager> Transport<M> {
             Ok(Ok(None)) => return Err(SessionError::Broken("closed before HelloAck".into())),
             Ok(Ok(Some(message))) => match message.body {
                 Some(DownBody::HelloAck(ack)) => {
+                    self.connected = true;
                     tracing::info!(
                         controller = %self.config.controller,
                         controller_version = %ack.controller_version,
@@ -388,6 +404,17 @@ impl<M: ServiceManager> Transport<M> {
             }
         }
     }
+}
+
+/// Whether the controller rejected the stream for a reason that a retry
+/// cannot fix, such as an invalid node name or an unsupported protocol.
+fn is_permanent_rejection(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::PermissionDenied
+    )
 }
 
 /// Builds one report off the async runtime: reading /proc is blocking I/O.
