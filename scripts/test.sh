@@ -55,6 +55,8 @@ if [[ $(id -u) -eq 0 ]]; then
     fi
     step "building the system tests' Debian tree (cached)"
     scripts/build-rootfs.sh
+    step "building the real nova-compute tree for the system tests (cached)"
+    scripts/build-nova-rootfs.sh
 else
     packages=$(missing_packages)
     if [[ -n $packages ]]; then

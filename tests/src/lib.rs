@@ -10,5 +10,6 @@
 
 pub mod container;
 pub mod fake_controller;
+pub mod nova;
 pub mod slice;
 pub mod system_env;
