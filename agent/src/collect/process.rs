@@ -229,6 +229,10 @@ pub fn read_process(pid: u32, argv: &[String]) -> Option<v1::Process> {
 /// a search of `table`. When the search finds nothing, the MainPID process is
 /// returned as it is, since it is the unit's process all the same (a wrapper
 /// script, for example).
+///
+/// Without a MainPID (no unit, or the unit is not running) the search skips
+/// processes in other mount namespaces: a nova-compute in some container on
+/// this host is not this node's, and its paths mean nothing here.
 pub fn find_nova_compute(
     main_pid: u32,
     table: &ProcessTable,
@@ -242,7 +246,12 @@ pub fn find_nova_compute(
         }
     }
 
-    if let Some(found) = search_nova_compute(table) {
+    let scope = if main_argv.is_some() {
+        SearchScope::AnyNamespace
+    } else {
+        SearchScope::OwnMountNamespace
+    };
+    if let Some(found) = search_nova_compute(table, scope) {
         return Some(found);
     }
 
@@ -259,14 +268,40 @@ fn main_argv(pid: u32, table: &ProcessTable) -> Option<Vec<String>> {
         .or_else(|| read_cmdline(pid))
 }
 
+/// Which processes a search for nova-compute considers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchScope {
+    /// Every process, as for a unit whose MainPID is a container runtime
+    /// (Kolla), where nova-compute runs in the container's namespaces.
+    AnyNamespace,
+    /// Only processes in the agent's own mount namespace. A process whose
+    /// namespace cannot be read (an unprivileged agent lacks ptrace rights
+    /// on it) is kept.
+    OwnMountNamespace,
+}
+
 /// Searches `table` for nova-compute: among matching processes whose parent
 /// is not itself nova-compute (a forked worker), the one started first that
 /// is still running.
-pub fn search_nova_compute(table: &ProcessTable) -> Option<(v1::Process, Vec<String>)> {
+pub fn search_nova_compute(
+    table: &ProcessTable,
+    scope: SearchScope,
+) -> Option<(v1::Process, Vec<String>)> {
+    let own_namespace = fs::read_link(proc_path_self("ns/mnt")).ok();
+    let in_scope = |pid: u32| match (scope, &own_namespace) {
+        (SearchScope::OwnMountNamespace, Some(own)) => {
+            match fs::read_link(proc_path(pid, "ns/mnt")) {
+                Ok(namespace) => &namespace == own,
+                Err(_) => true,
+            }
+        }
+        _ => true,
+    };
     let candidates: Vec<(&ProcEntry, StatFields)> = table
         .entries()
         .iter()
         .filter(|entry| looks_like_nova_compute(&entry.argv))
+        .filter(|entry| in_scope(entry.pid))
         .filter_map(|entry| {
             let stat = parse_stat(&fs::read_to_string(proc_path(entry.pid, "stat")).ok()?)?;
             Some((entry, stat))
@@ -286,6 +321,10 @@ pub fn search_nova_compute(table: &ProcessTable) -> Option<(v1::Process, Vec<Str
 
 fn proc_path(pid: u32, file: &str) -> PathBuf {
     Path::new(PROC_ROOT).join(pid.to_string()).join(file)
+}
+
+fn proc_path_self(file: &str) -> PathBuf {
+    Path::new(PROC_ROOT).join("self").join(file)
 }
 
 #[cfg(test)]
@@ -397,6 +436,23 @@ mod tests {
             fake
         }
 
+        /// Starts the fake in a mount namespace of its own, as a
+        /// nova-compute in a container on the same host would be.
+        fn start_in_other_mount_namespace() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let link = dir.path().join("nova-compute");
+            symlink(which_sleep(), &link).unwrap();
+            let child = Command::new("unshare")
+                .args(["--mount", "--propagation", "private"])
+                .arg(&link)
+                .arg("300")
+                .spawn()
+                .unwrap();
+            let fake = FakeNovaCompute { child, _dir: dir };
+            fake.wait_for_exec();
+            fake
+        }
+
         /// Waits until the kernel shows the new command line: `spawn` may
         /// return while exec is still setting it up, and until then
         /// `/proc/PID/cmdline` reads empty.
@@ -472,6 +528,32 @@ mod tests {
             .entries()
             .iter()
             .any(|e| e.pid == fake.pid() && looks_like_nova_compute(&e.argv)));
+    }
+
+    #[test]
+    fn search_without_unit_skips_other_mount_namespaces() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: creating a mount namespace needs root");
+            return;
+        }
+        let foreign = FakeNovaCompute::start_in_other_mount_namespace();
+        let table = ProcessTable::scan();
+
+        let own_scope = search_nova_compute(&table, SearchScope::OwnMountNamespace);
+        assert!(
+            own_scope
+                .as_ref()
+                .is_none_or(|(process, _)| process.pid != foreign.pid()),
+            "a nova-compute in another mount namespace was taken for this node's"
+        );
+        let any_scope = table
+            .entries()
+            .iter()
+            .any(|entry| entry.pid == foreign.pid() && looks_like_nova_compute(&entry.argv));
+        assert!(
+            any_scope,
+            "the foreign process is in the scan, so only the scope excluded it"
+        );
     }
 
     #[test]
