@@ -56,7 +56,7 @@ impl AgentService for AgentApi {
             tracing::warn!(peer = %peer, error = %status.message(), "stream rejected");
         })?;
         check_hello(&hello).inspect_err(|status| {
-            tracing::warn!(peer = %peer, node = %hello.node, error = %status.message(), "stream rejected");
+            tracing::warn!(peer = %peer, node = ?hello.node, error = %status.message(), "stream rejected");
         })?;
 
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
@@ -95,11 +95,21 @@ async fn read_hello(inbound: &mut Streaming<v1::AgentMessage>) -> Result<v1::Hel
     }
 }
 
+/// Longest node name accepted: the length limit of a DNS name.
+const MAX_NODE_NAME_BYTES: usize = 253;
+
+/// Longest report interval accepted. Staleness is judged from the interval,
+/// so an absurd value would keep a silent node from ever turning stale.
+const MAX_REPORT_INTERVAL_MS: u64 = 3_600_000;
+
 fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
-    if hello.node.trim().is_empty() {
-        return Err(Status::invalid_argument(
-            "Hello.node is empty; the agent must announce the node's host name",
-        ));
+    check_node_name(hello.node.trim())?;
+    let interval_ms = hello.report_interval_ms;
+    if interval_ms == 0 || interval_ms > MAX_REPORT_INTERVAL_MS {
+        return Err(Status::invalid_argument(format!(
+            "Hello.report_interval_ms is {interval_ms}; it must be between 1 and \
+             {MAX_REPORT_INTERVAL_MS} (one hour)"
+        )));
     }
     let version = hello.protocol_version;
     if version == 0 || version > PROTOCOL_VERSION {
@@ -107,6 +117,30 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
             "agent on {} speaks protocol version {version}, but this controller speaks version \
              {PROTOCOL_VERSION}; run agent and controller releases that share a protocol version",
             hello.node
+        )));
+    }
+    Ok(())
+}
+
+/// Accepts host names and FQDNs: 1 to 253 bytes of `A-Z a-z 0-9 . _ -`.
+fn check_node_name(node: &str) -> Result<(), Status> {
+    if node.is_empty() {
+        return Err(Status::invalid_argument(
+            "Hello.node is empty; the agent must announce the node's host name",
+        ));
+    }
+    if node.len() > MAX_NODE_NAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "Hello.node is {} bytes long; a node name is a host name of at most \
+             {MAX_NODE_NAME_BYTES} bytes",
+            node.len()
+        )));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if let Some(bad) = node.chars().find(|&c| !allowed(c)) {
+        return Err(Status::invalid_argument(format!(
+            "Hello.node {node:?} contains {bad:?}; a node name may contain only the letters \
+             A-Z and a-z, digits, '.', '_' and '-'"
         )));
     }
     Ok(())
@@ -129,7 +163,7 @@ async fn read_stream(
             Some(Body::Report(report)) => {
                 let applied = controller.accept_report(&node, connection_id, report).await;
                 if applied.is_err() {
-                    tracing::info!(node = %node, connection_id, "stream was replaced; stop reading it");
+                    tracing::info!(node = ?node, connection_id, "stream was replaced; stop reading it");
                     return;
                 }
             }
@@ -137,10 +171,10 @@ async fn read_stream(
                 controller.accept_command_result(&node, result).await;
             }
             Some(Body::Hello(_)) => {
-                tracing::warn!(node = %node, connection_id, "ignoring a second Hello on an open stream");
+                tracing::warn!(node = ?node, connection_id, "ignoring a second Hello on an open stream");
             }
             None => {
-                tracing::warn!(node = %node, connection_id, "ignoring a message without a known body");
+                tracing::warn!(node = ?node, connection_id, "ignoring a message without a known body");
             }
         }
     };

@@ -55,9 +55,9 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<v1::RestartResponse>, Status> {
         let request = request.into_inner();
         tracing::info!(
-            node = %request.node,
-            requested_by = %request.requested_by,
-            reason = %request.reason,
+            node = ?request.node,
+            requested_by = ?request.requested_by,
+            reason = ?request.reason,
             "restart requested"
         );
         match self.controller.restart(request).await {
@@ -76,6 +76,14 @@ impl OperatorService for OperatorApi {
             limit => limit.min(MAX_EVENT_LIMIT),
         };
         let node = Some(request.node.trim()).filter(|node| !node.is_empty());
+        if let Some(node) = node {
+            if self.controller.fleet().status(node).is_none() {
+                return Err(Status::not_found(format!(
+                    "node {node} is not known to this controller; `novamedic nodes` lists \
+                     known nodes"
+                )));
+            }
+        }
         let events = self
             .controller
             .list_events(node, limit)
@@ -94,14 +102,18 @@ fn restart_status(err: &RestartError) -> Status {
     match err {
         RestartError::MissingNode
         | RestartError::MissingReason { .. }
+        | RestartError::MissingRequester
         | RestartError::WaitTooLong { .. } => Status::invalid_argument(message),
         RestartError::UnknownNode { .. } => Status::not_found(message),
         RestartError::NotConnected { .. }
         | RestartError::NotDelivered { .. }
         | RestartError::ShuttingDown { .. } => Status::unavailable(message),
-        RestartError::NoUnit { .. }
-        | RestartError::MissingCapability { .. }
-        | RestartError::InProgress { .. } => Status::failed_precondition(message),
+        RestartError::NoUnit { .. } | RestartError::MissingCapability { .. } => {
+            Status::failed_precondition(message)
+        }
+        // ABORTED, the code for a concurrency conflict, lets clients tell "try
+        // again later" apart from a node that cannot be restarted at all.
+        RestartError::InProgress { .. } => Status::aborted(message),
         RestartError::NoResult { .. } => Status::deadline_exceeded(message),
         RestartError::NotRecorded(_) => Status::internal(message),
     }

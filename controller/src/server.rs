@@ -23,6 +23,12 @@ use crate::store::Store;
 /// at most this much.
 const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Largest reply sent to operators, matched by the CLI's decoding limit.
+/// NOTE: ListNodes is not paginated yet; the whole fleet goes in one reply.
+/// Agent messages keep tonic's 4 MiB decoding limit, so an agent cannot make
+/// the controller buffer more than that per message.
+const MAX_OPERATOR_REPLY_BYTES: usize = crate::cli::MAX_REPLY_BYTES;
+
 /// HTTP/2 pings on idle connections, so a vanished agent's stream is closed
 /// (and the node shown disconnected) within about a minute.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -61,9 +67,10 @@ pub async fn serve_with_listener(
         .add_service(AgentServiceServer::new(AgentApi::new(Arc::clone(
             &controller,
         ))))
-        .add_service(OperatorServiceServer::new(OperatorApi::new(Arc::clone(
-            &controller,
-        ))));
+        .add_service(
+            OperatorServiceServer::new(OperatorApi::new(Arc::clone(&controller)))
+                .max_encoding_message_size(MAX_OPERATOR_REPLY_BYTES),
+        );
     let incoming = TcpListenerStream::new(listener);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;

@@ -329,3 +329,279 @@ async fn missing_explicit_config_is_usage_error() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("absent.toml"), "{}", run.stderr);
 }
+
+/// A fleet whose ListNodes reply exceeds tonic's 4 MiB default still lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reply_above_four_mib_lists() {
+    let server = TestServer::start().await;
+    let mut agents = Vec::new();
+    for index in 0..5 {
+        let node = format!("compute-{index:02}");
+        let mut agent = FakeAgent::connect(server.addr, hello(&node)).await;
+        let mut big = report(v1::HealthStatus::Healthy, "active", &[]);
+        if let Some(nova) = big.nova_compute.as_mut() {
+            nova.unknown_reason = "x".repeat(1 << 20);
+        }
+        agent.send_report(big).await;
+        agents.push(agent);
+    }
+    let client = server.operator().await;
+    let all_arrived = eventually(Duration::from_secs(10), || {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .max_decoding_message_size(64 << 20)
+                .list_nodes(v1::ListNodesRequest {})
+                .await;
+            reply.is_ok_and(|r| r.into_inner().nodes.iter().all(|n| n.report.is_some()))
+        }
+    })
+    .await;
+    assert!(all_arrived, "five reports arrive");
+
+    let run = novamedic(&["--controller", &server.url(), "-o", "json", "nodes"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run).as_array().map(Vec::len), Some(5));
+    drop(agents);
+    server.stop().await;
+}
+
+/// Without $SUDO_USER and $USER the CLI still names the requester.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_without_user_env_names_user() {
+    let (server, agent) = server_with_node().await;
+    let answering = agent.answer_commands(v1::CommandOutcome::Succeeded);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_novamedic"))
+        .args(["--controller", &server.url(), "-o", "json", "restart"])
+        .args(["compute-01", "--reason", "no user env"])
+        .env_remove("NOVAMEDIC_CONTROLLER")
+        .env_remove("SUDO_USER")
+        .env_remove("USER")
+        .env("NOVAMEDIC_LOG", "warn")
+        .output()
+        .await
+        .expect("novamedic runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events = novamedic(&["--controller", &server.url(), "-o", "json", "events"]).await;
+    let sent = json(&events)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "command_sent")
+        .cloned()
+        .expect("a command_sent event");
+    let actor = sent["actor"].as_str().unwrap();
+    let (user, host) = actor.split_once('@').expect("user@host");
+    assert!(!user.is_empty() && user != "unknown-user", "{actor}");
+    assert!(!host.is_empty(), "{actor}");
+    server.stop().await;
+    drop(answering);
+}
+
+/// A plain HTTP/1.1 server on loopback that answers every connection with
+/// one canned response; returns its URL.
+async fn plain_http_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                // Keep the connection open so the client reads the response
+                // instead of seeing the connection close.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_url_error_exit_codes() {
+    let http = plain_http_server().await;
+    let run = novamedic(&["--controller", &http, "nodes"]).await;
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    // h2 reports either the protocol error itself or, when the connection
+    // task saw it first, only that the connection closed.
+    assert!(
+        run.stderr.contains(&format!("the service at {http} ")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("is not a novamedic controller (")
+            || run
+                .stderr
+                .contains("closed the connection (transport error"),
+        "{}",
+        run.stderr
+    );
+
+    let run = novamedic(&["--controller", "127.0.0.1:7400", "nodes"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("needs the http:// scheme"),
+        "{}",
+        run.stderr
+    );
+
+    let run = novamedic(&["--controller", "https://127.0.0.1:7400", "nodes"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("TLS is not supported yet; use http:// on a trusted network"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_progress_and_unknown_node_exits() {
+    let (server, mut agent) = server_with_node().await;
+    let url = server.url();
+    let first_url = url.clone();
+    let first = tokio::spawn(async move {
+        novamedic(&[
+            "--controller",
+            &first_url,
+            "restart",
+            "compute-01",
+            "--reason",
+            "first",
+            "--wait",
+            "3",
+        ])
+        .await
+    });
+    let command = agent.next_command().await;
+    let second = novamedic(&[
+        "--controller",
+        &url,
+        "restart",
+        "compute-01",
+        "--reason",
+        "second",
+    ])
+    .await;
+    assert_eq!(second.code, 6, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("already in progress")
+            && second.stderr.contains(&command.command_id),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        first.await.unwrap().code,
+        5,
+        "the unanswered restart times out"
+    );
+
+    let events = novamedic(&["--controller", &url, "events", "--node", "ghost"]).await;
+    assert_eq!(events.code, 3, "{}", events.stderr);
+    assert!(
+        events.stderr.contains("node ghost is not known"),
+        "{}",
+        events.stderr
+    );
+    let known = novamedic(&["--controller", &url, "events", "--node", "compute-01"]).await;
+    assert_eq!(known.code, 0, "{}", known.stderr);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_closed_or_full_is_handled() {
+    let server = TestServer::start().await;
+    let long_reason = "disk full ".repeat(20_000);
+    let mut agent = FakeAgent::connect(server.addr, hello("compute-01")).await;
+    agent
+        .send_report(report(
+            v1::HealthStatus::Degraded,
+            "active",
+            &[&long_reason],
+        ))
+        .await;
+    let client = server.operator().await;
+    let arrived = eventually(Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move {
+            let nodes = client.list_nodes(v1::ListNodesRequest {}).await;
+            nodes.is_ok_and(|n| n.into_inner().nodes.iter().any(|s| s.report.is_some()))
+        }
+    })
+    .await;
+    assert!(arrived, "report arrives");
+
+    // A reader that closes the pipe unread, like `| head -1` on long output.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_novamedic"))
+        .args(["--controller", &server.url(), "nodes"])
+        .env_remove("NOVAMEDIC_CONTROLLER")
+        .env("NOVAMEDIC_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("novamedic runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full opens");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_novamedic"))
+        .args(["--controller", &server.url(), "-o", "json", "nodes"])
+        .env_remove("NOVAMEDIC_CONTROLLER")
+        .env("NOVAMEDIC_LOG", "warn")
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("novamedic runs")
+        .wait_with_output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout: "), "{stderr}");
+    drop(agent);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_controller_same_db_rejected() {
+    let server = TestServer::start().await;
+    let db = server.db.to_str().unwrap().to_string();
+    let run = novamedic(&["serve", "--db", &db, "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(run.code, 7, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "database {db} is in use by another novamedic controller (lock file {db}.lock held)"
+        )),
+        "{}",
+        run.stderr
+    );
+    server.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(&config, "db = \"\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let empty = novamedic(&["serve", "--config", config, "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(empty.code, 2, "{}", empty.stderr);
+    assert!(
+        empty.stderr.contains("database path is empty"),
+        "{}",
+        empty.stderr
+    );
+}

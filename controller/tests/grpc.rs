@@ -52,6 +52,15 @@ async fn restart_errors() {
         missing_reason.message()
     );
 
+    let mut anonymous = restart_request("c1", "stuck", 1000);
+    anonymous.requested_by = " ".into();
+    let missing_requester = client.restart_nova_compute(anonymous).await.unwrap_err();
+    assert_eq!(missing_requester.code(), Code::InvalidArgument);
+    assert_eq!(
+        missing_requester.message(),
+        "requested_by is required: the audit history records who asked"
+    );
+
     let unknown = client
         .restart_nova_compute(restart_request("ghost", "stuck", 1000))
         .await
@@ -187,6 +196,137 @@ async fn unsupported_protocol_is_rejected() {
         .into_inner()
         .nodes;
     assert!(nodes.is_empty(), "a rejected agent registers no node");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hello_bad_name_or_interval_rejected() {
+    let server = TestServer::start().await;
+    let long_name = "a".repeat(254);
+    let names = [
+        ("", "is empty"),
+        ("  ", "is empty"),
+        (long_name.as_str(), "at most 253 bytes"),
+        ("c1\n\x1b[31m", "may contain only"),
+        ("c1 c2", "may contain only"),
+        ("c1/../x", "may contain only"),
+    ];
+    let intervals = [
+        (0, "between 1 and 3600000"),
+        (u64::MAX, "between 1 and 3600000"),
+    ];
+    let mut cases: Vec<(v1::Hello, &str)> = Vec::new();
+    for (name, expected) in names {
+        cases.push((hello(name), expected));
+    }
+    for (interval_ms, expected) in intervals {
+        let mut bad = hello("c1");
+        bad.report_interval_ms = interval_ms;
+        cases.push((bad, expected));
+    }
+    for (bad, expected) in cases {
+        let label = format!("{:?} every {} ms", bad.node, bad.report_interval_ms);
+        let first = v1::AgentMessage {
+            body: Some(v1::agent_message::Body::Hello(bad)),
+        };
+        let status = attach(server.addr, first).await.expect_err("rejected");
+        assert_eq!(status.code(), Code::InvalidArgument, "{label}");
+        assert!(
+            status.message().contains(expected),
+            "{label}: {}",
+            status.message()
+        );
+    }
+    let fqdn = "compute-01.rack_7.example.org";
+    let mut longest = hello(fqdn);
+    longest.report_interval_ms = 3_600_000;
+    let _agent = FakeAgent::connect(server.addr, longest).await;
+    let mut client = server.operator().await;
+    let nodes = client
+        .list_nodes(v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(names, [fqdn], "only the valid Hello registers a node");
+    server.stop().await;
+}
+
+/// A node cannot finish another node's command, and a result for an id
+/// never issued is kept apart from real results.
+#[tokio::test]
+async fn stray_command_results_complete_nothing() {
+    let server = TestServer::start().await;
+    let mut target = FakeAgent::connect(server.addr, hello("c1")).await;
+    target
+        .send_report(report(v1::HealthStatus::Healthy, "active", &[]))
+        .await;
+    let intruder = FakeAgent::connect(server.addr, hello("c2")).await;
+
+    let mut client = server.operator().await;
+    let call = tokio::spawn(async move {
+        client
+            .restart_nova_compute(restart_request("c1", "stuck", 30_000))
+            .await
+    });
+    let command = target.next_command().await;
+    let forged = common::succeeded_result(&command, v1::CommandOutcome::Failed);
+    intruder.send_result(forged).await;
+    let mut unknown = common::succeeded_result(&command, v1::CommandOutcome::Succeeded);
+    unknown.command_id = "no-such-command".into();
+    intruder.send_result(unknown).await;
+
+    let mut client = server.operator().await;
+    let recorded = eventually(Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move { event_kinds(&mut client, "c2").await.len() >= 4 }
+    })
+    .await;
+    assert!(recorded, "{:?}", event_kinds(&mut client, "c2").await);
+    assert!(
+        !call.is_finished(),
+        "the forged result completed the restart"
+    );
+
+    target
+        .send_result(common::succeeded_result(
+            &command,
+            v1::CommandOutcome::Succeeded,
+        ))
+        .await;
+    let response = call.await.unwrap().expect("restart answered").into_inner();
+    let outcome = response.result.expect("result").outcome;
+    assert_eq!(outcome, v1::CommandOutcome::Succeeded as i32);
+
+    let events = client
+        .list_events(v1::ListEventsRequest {
+            node: "c2".into(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let stray: Vec<_> = events.iter().filter(|e| !e.command_id.is_empty()).collect();
+    assert_eq!(stray.len(), 2, "{stray:?}");
+    assert_eq!(stray[0].kind, "command_result_unmatched");
+    assert_eq!(stray[0].command_id, "no-such-command");
+    assert_eq!(stray[1].kind, "command_result_rejected");
+    assert_eq!(stray[1].command_id, command.command_id);
+    assert!(
+        stray[1].detail.contains("node c1 sent by c2"),
+        "{}",
+        stray[1].detail
+    );
+    assert!(stray.iter().all(|e| e.actor.is_empty()), "{stray:?}");
+
+    let c1_results: Vec<String> = event_kinds(&mut client, "c1")
+        .await
+        .into_iter()
+        .filter(|kind| kind.starts_with("command_result"))
+        .collect();
+    assert_eq!(c1_results, ["command_result"]);
     server.stop().await;
 }
 
@@ -335,7 +475,7 @@ async fn concurrent_restart_is_refused() {
         .restart_nova_compute(restart_request("c1", "two", 5_000))
         .await
         .unwrap_err();
-    assert_eq!(second.code(), Code::FailedPrecondition);
+    assert_eq!(second.code(), Code::Aborted);
     assert!(
         second.message().contains(&command.command_id),
         "{}",
@@ -605,4 +745,53 @@ async fn state_survives_controller_restart() {
         ]
     );
     server.stop().await;
+}
+
+/// One agent flooding reports neither stalls the operator API nor loses the
+/// newest report, in memory or, after shutdown, in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_flood_keeps_api_responsive() {
+    const FLOOD: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("novamedic.db");
+    let server = TestServer::start_on(db.clone()).await;
+    let mut agent = FakeAgent::connect(server.addr, hello("c1")).await;
+    for _ in 0..FLOOD {
+        agent
+            .send_report(report(v1::HealthStatus::Healthy, "active", &[]))
+            .await;
+    }
+
+    let client = server.operator().await;
+    let latest_arrived = eventually(Duration::from_secs(60), || {
+        let mut client = client.clone();
+        async move {
+            let nodes = client.list_nodes(v1::ListNodesRequest {}).await.unwrap();
+            let nodes = nodes.into_inner().nodes;
+            nodes[0].report.as_ref().map(|r| r.sequence) == Some(FLOOD)
+        }
+    })
+    .await;
+    assert!(latest_arrived, "report {FLOOD} is the node's latest");
+    let mut quick = client.clone();
+    let listed = tokio::time::timeout(
+        Duration::from_secs(10),
+        quick.list_nodes(v1::ListNodesRequest {}),
+    )
+    .await
+    .expect("ListNodes answers within 10 s after the flood")
+    .unwrap();
+    assert_eq!(listed.into_inner().nodes.len(), 1);
+
+    drop(agent);
+    server.stop().await;
+    let store = novamedic::store::Store::open(&db).await.unwrap();
+    let nodes = store.list_nodes().await.unwrap();
+    let stored = nodes[0].latest_report.as_ref().map(|r| r.sequence);
+    assert_eq!(
+        stored,
+        Some(FLOOD),
+        "the newest report reached the database"
+    );
+    store.close().await;
 }

@@ -1,6 +1,6 @@
 //! The SQLite store against real files in a temporary directory.
 
-use novamedic::store::{HelloRecord, NewCommand, NewEvent, Store};
+use novamedic::store::{HelloRecord, NewCommand, NewEvent, Store, StoreError};
 use novamedic_proto::v1;
 
 fn hello(node: &str) -> HelloRecord {
@@ -63,6 +63,27 @@ async fn open_error_names_path() {
         err.to_string().contains(&blocker.display().to_string()),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn second_open_is_refused_until_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("novamedic.db");
+    let store = Store::open(&path).await.expect("store opens");
+    let err = Store::open(&path)
+        .await
+        .expect_err("the database is locked");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("(lock file ")
+            && err
+                .to_string()
+                .contains(&format!("{}.lock", path.display())),
+        "{err}"
+    );
+    store.close().await;
+    let reopened = Store::open(&path).await.expect("reopens after close");
+    reopened.close().await;
 }
 
 #[tokio::test]

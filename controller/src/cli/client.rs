@@ -14,6 +14,11 @@ use super::{exit, render, EventsArgs, OutputFormat, RestartArgs};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Largest reply the CLI accepts. ListNodes returns the whole fleet in one
+/// message, about 3 KiB a node, so tonic's 4 MiB default stops near 1,500
+/// nodes; this allows some 80,000.
+pub const MAX_REPLY_BYTES: usize = 256 << 20;
+
 /// Deadline of calls that only read state.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -22,6 +27,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const RESTART_CALL_MARGIN: Duration = Duration::from_secs(10);
 
 /// A command that did not succeed: the message for stderr and the exit code.
+/// An empty message prints nothing.
 #[derive(Debug)]
 pub struct Failure {
     pub exit_code: u8,
@@ -37,14 +43,14 @@ pub async fn nodes(url: &str, format: OutputFormat) -> Outcome {
     let nodes = client
         .list_nodes(request)
         .await
-        .map_err(status_failure)?
+        .map_err(|status| call_failure(url, status))?
         .into_inner()
         .nodes;
     match format {
         OutputFormat::Json => {
             print_json(&nodes.iter().map(NodeView::from_status).collect::<Vec<_>>())?
         }
-        OutputFormat::Table => print!("{}", render::nodes(&nodes, crate::clock::now_unix_ms())),
+        OutputFormat::Table => write_stdout(&render::nodes(&nodes, crate::clock::now_unix_ms()))?,
     }
     Ok(0)
 }
@@ -58,11 +64,11 @@ pub async fn node_show(url: &str, format: OutputFormat, node: &str) -> Outcome {
     let status = client
         .get_node(request)
         .await
-        .map_err(status_failure)?
+        .map_err(|status| call_failure(url, status))?
         .into_inner();
     match format {
         OutputFormat::Json => print_json(&NodeView::from_status(&status))?,
-        OutputFormat::Table => print!("{}", render::node(&status, crate::clock::now_unix_ms())),
+        OutputFormat::Table => write_stdout(&render::node(&status, crate::clock::now_unix_ms()))?,
     }
     Ok(0)
 }
@@ -80,12 +86,12 @@ pub async fn restart(url: &str, format: OutputFormat, args: &RestartArgs) -> Out
     let response = client
         .restart_nova_compute(request)
         .await
-        .map_err(status_failure)?
+        .map_err(|status| call_failure(url, status))?
         .into_inner();
     let view = RestartView::from_response(&response);
     match format {
         OutputFormat::Json => print_json(&view)?,
-        OutputFormat::Table => print!("{}", render::restart(&view)),
+        OutputFormat::Table => write_stdout(&render::restart(&view))?,
     }
     Ok(outcome_exit_code(view.outcome))
 }
@@ -100,14 +106,14 @@ pub async fn events(url: &str, format: OutputFormat, args: &EventsArgs) -> Outco
     let events = client
         .list_events(request)
         .await
-        .map_err(status_failure)?
+        .map_err(|status| call_failure(url, status))?
         .into_inner()
         .events;
     match format {
         OutputFormat::Json => {
             print_json(&events.iter().map(EventView::from_wire).collect::<Vec<_>>())?
         }
-        OutputFormat::Table => print!("{}", render::events(&events)),
+        OutputFormat::Table => write_stdout(&render::events(&events))?,
     }
     Ok(0)
 }
@@ -122,13 +128,7 @@ fn outcome_exit_code(outcome: &str) -> u8 {
 }
 
 async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>, Failure> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|_| Failure {
-        exit_code: exit::USAGE,
-        message: format!(
-            "invalid controller URL {url:?}; expected one like http://127.0.0.1:7400 \
-             (set --controller or NOVAMEDIC_CONTROLLER)"
-        ),
-    })?;
+    let endpoint = endpoint(url)?;
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()
@@ -141,7 +141,35 @@ async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>, Failure> {
                 connect_cause(&err)
             ),
         })?;
-    Ok(OperatorServiceClient::new(channel))
+    Ok(OperatorServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES))
+}
+
+/// Parses the controller URL; only `http://HOST:PORT` is accepted.
+fn endpoint(url: &str) -> Result<Endpoint, Failure> {
+    let usage = |problem: &str| Failure {
+        exit_code: exit::USAGE,
+        message: format!(
+            "{problem} {url:?}; expected one like http://127.0.0.1:7400 \
+             (set --controller or NOVAMEDIC_CONTROLLER)"
+        ),
+    };
+    let uri: tonic::codegen::http::Uri =
+        url.parse().map_err(|_| usage("invalid controller URL"))?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some() => {}
+        Some("https") => {
+            return Err(Failure {
+                exit_code: exit::USAGE,
+                message: format!(
+                    "TLS is not supported yet; use http:// on a trusted network \
+                     instead of {url:?}"
+                ),
+            })
+        }
+        None => return Err(usage("the controller URL needs the http:// scheme:")),
+        Some(_) => return Err(usage("invalid controller URL")),
+    }
+    Endpoint::from_shared(url.to_string()).map_err(|_| usage("invalid controller URL"))
 }
 
 /// Returns the innermost cause of a connection failure in plain words, such
@@ -161,12 +189,74 @@ fn connect_cause(err: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+/// Maps a failed call to `url` to a message and exit code, telling a service
+/// that is not a novamedic controller, and a connection that broke, apart
+/// from a controller's own errors.
+fn call_failure(url: &str, status: tonic::Status) -> Failure {
+    let chain = source_chain(&status);
+    if status.code() == Code::Unimplemented || chain.contains("protocol error") {
+        return Failure {
+            exit_code: exit::UNAVAILABLE,
+            message: format!(
+                "the service at {url} is not a novamedic controller ({}); \
+                 check --controller or NOVAMEDIC_CONTROLLER",
+                if chain.is_empty() {
+                    status.message()
+                } else {
+                    &chain
+                }
+            ),
+        };
+    }
+    if is_transport_failure(&status) {
+        return Failure {
+            exit_code: exit::UNAVAILABLE,
+            message: format!(
+                "the service at {url} closed the connection ({chain}); it may not be a \
+                 novamedic controller, or the controller restarted"
+            ),
+        };
+    }
+    status_failure(status)
+}
+
+/// The causes of a failed call, `outer: inner`, without the status itself.
+fn source_chain(status: &tonic::Status) -> String {
+    std::error::Error::source(status)
+        .map(crate::error_chain)
+        .unwrap_or_default()
+}
+
+/// Whether the call failed in the connection rather than in the controller.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Maps a gRPC status from the controller to the CLI's exit codes.
 fn status_failure(status: tonic::Status) -> Failure {
+    if status.message().contains("message length too large") {
+        return Failure {
+            exit_code: exit::FAILED,
+            message: format!(
+                "the controller's reply is larger than the {} MiB this client accepts ({}); \
+                 use `novamedic node show NODE` for single nodes",
+                MAX_REPLY_BYTES >> 20,
+                status.message()
+            ),
+        };
+    }
     let exit_code = match status.code() {
         Code::NotFound => exit::NOT_FOUND,
         Code::Unavailable => exit::UNAVAILABLE,
         Code::DeadlineExceeded | Code::Cancelled => exit::TIMED_OUT,
+        Code::Aborted => exit::IN_PROGRESS,
         Code::InvalidArgument => exit::USAGE,
         _ => exit::FAILED,
     };
@@ -175,6 +265,7 @@ fn status_failure(status: tonic::Status) -> Failure {
         | Code::NotFound
         | Code::DeadlineExceeded
         | Code::InvalidArgument
+        | Code::Aborted
         | Code::FailedPrecondition => status.message().to_string(),
         code => format!("{}: {}", code.description(), status.message()),
     };
@@ -182,7 +273,7 @@ fn status_failure(status: tonic::Status) -> Failure {
 }
 
 /// Returns the identity recorded as `requested_by`: `$SUDO_USER` (the person
-/// behind sudo) or `$USER`, at this host.
+/// behind sudo), else `$USER`, else the name of the real user id, at this host.
 ///
 /// NOTE: this is the client's own claim and the controller cannot verify it;
 /// it becomes trustworthy only once operators authenticate with certificates.
@@ -191,8 +282,28 @@ fn requester_identity() -> String {
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .find(|value| !value.is_empty())
-        .unwrap_or_else(|| "unknown-user".to_string());
+        .unwrap_or_else(real_user_name);
     format!("{user}@{}", host_name())
+}
+
+/// Returns the name of the process's real user id from /etc/passwd, or
+/// `uid:N` when no entry names it.
+fn real_user_name() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| user_name_for(&passwd, uid))
+        .unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+/// Finds the name of `uid` in the text of a passwd(5) file.
+fn user_name_for(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let entry_uid = fields.nth(1)?.parse::<u32>().ok()?;
+        (entry_uid == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 fn host_name() -> String {
@@ -208,8 +319,29 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
         exit_code: exit::FAILED,
         message: format!("cannot encode the response as JSON: {err}"),
     })?;
-    println!("{text}");
-    Ok(())
+    write_stdout(&format!("{text}\n"))
+}
+
+/// Writes command output to stdout. A reader that went away (`| head`) ends
+/// the command quietly with exit 0, as for other Unix tools; any other write
+/// error, such as a full disk, fails it.
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure {
+            exit_code: 0,
+            message: String::new(),
+        }),
+        Err(err) => Err(Failure {
+            exit_code: exit::FAILED,
+            message: format!("cannot write to stdout: {err}"),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +355,7 @@ mod tests {
             (Code::Unavailable, exit::UNAVAILABLE),
             (Code::DeadlineExceeded, exit::TIMED_OUT),
             (Code::InvalidArgument, exit::USAGE),
+            (Code::Aborted, exit::IN_PROGRESS),
             (Code::FailedPrecondition, exit::FAILED),
             (Code::Internal, exit::FAILED),
         ];
@@ -239,6 +372,24 @@ mod tests {
         assert_eq!(outcome_exit_code("rejected"), exit::FAILED);
         assert_eq!(outcome_exit_code("timed_out"), exit::TIMED_OUT);
         assert_eq!(outcome_exit_code("unknown"), exit::FAILED);
+    }
+
+    #[test]
+    fn user_name_comes_from_passwd_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      # comment\n\
+                      broken\n\
+                      alice:x:1000:1000:Alice:/home/alice:/bin/sh\n";
+        assert_eq!(user_name_for(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name_for(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_name_for(passwd, 1001), None);
+        let uid = rustix::process::getuid().as_raw();
+        let name = real_user_name();
+        assert!(!name.is_empty());
+        let real_passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if user_name_for(&real_passwd, uid).is_none() {
+            assert_eq!(name, format!("uid:{uid}"));
+        }
     }
 
     #[test]

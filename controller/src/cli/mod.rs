@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use client::Failure;
+pub use client::{Failure, MAX_REPLY_BYTES};
 
 /// Exit codes, also shown in `--help`.
 pub mod exit {
@@ -25,6 +25,10 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 4;
     /// No outcome arrived in time; the command may still complete.
     pub const TIMED_OUT: u8 = 5;
+    /// The restart was rejected: another restart of the node is in progress.
+    pub const IN_PROGRESS: u8 = 6;
+    /// `serve` only: another controller holds the database's lock.
+    pub const DB_IN_USE: u8 = 7;
 }
 
 const EXIT_CODES_HELP: &str = "\
@@ -33,8 +37,11 @@ Exit codes:
   1  failed, or the restart was rejected or failed on the node
   2  invalid arguments or configuration
   3  node not known to the controller
-  4  controller not reachable, or the node's agent not connected
-  5  no outcome in time; the command may still complete (see `novamedic events`)";
+  4  controller not reachable or not a novamedic controller, or the node's agent
+     not connected
+  5  no outcome in time; the command may still complete (see `novamedic events`)
+  6  restart rejected: another restart of the node is in progress
+  7  serve: the database is in use by another novamedic controller";
 
 /// novamedic: watch and restart nova-compute across an OpenStack fleet.
 #[derive(Debug, Parser)]
@@ -146,7 +153,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("novamedic: {}", failure.message);
+            if !failure.message.is_empty() {
+                eprintln!("novamedic: {}", failure.message);
+            }
             ExitCode::from(failure.exit_code)
         }
     }
@@ -166,12 +175,28 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(db) = args.db {
         config.db = db;
     }
+    if config.db.as_os_str().is_empty() {
+        eprintln!(
+            "novamedic: the database path is empty; set db in the configuration file or \
+             --db to a file such as {}",
+            crate::config::DEFAULT_DB_PATH
+        );
+        return ExitCode::from(exit::USAGE);
+    }
     match crate::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "controller failed");
             eprintln!("novamedic: {err:#}");
-            ExitCode::from(exit::FAILED)
+            let in_use = matches!(
+                err.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::InUse { .. })
+            );
+            ExitCode::from(if in_use {
+                exit::DB_IN_USE
+            } else {
+                exit::FAILED
+            })
         }
     }
 }

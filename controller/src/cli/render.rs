@@ -5,7 +5,7 @@ use std::fmt::Write;
 use novamedic_proto::v1;
 use novamedic_proto::view::{rfc3339_from_unix_ms, NodeView, RestartView, UnitInstanceView};
 
-use super::table::Table;
+use super::table::{escape_control, Table};
 use crate::clock::format_age;
 
 /// Formats one line per node, with the reasons of nodes that need attention
@@ -59,7 +59,12 @@ pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
 pub fn node(status: &v1::NodeStatus, now_unix_ms: i64) -> String {
     let view = NodeView::from_status(status);
     let mut out = String::new();
-    let _ = writeln!(out, "{} {}", health_dot(view.health), view.node);
+    let _ = writeln!(
+        out,
+        "{} {}",
+        health_dot(view.health),
+        escape_control(&view.node)
+    );
     field(&mut out, "Health", view.health);
     for reason in &view.reasons {
         field(&mut out, "", &format!("└ {reason}"));
@@ -92,8 +97,8 @@ pub fn restart(view: &RestartView) -> String {
     let _ = writeln!(
         out,
         "restart of {} on {}: {} in {}",
-        view.unit,
-        view.node,
+        escape_control(&view.unit),
+        escape_control(&view.node),
         view.outcome,
         seconds(view.duration_ms)
     );
@@ -408,6 +413,7 @@ fn field(out: &mut String, label: &str, value: &str) {
     } else {
         format!("{label}:")
     };
+    let value = escape_control(value);
     let _ = writeln!(out, "{label:>width$} {value}", width = LABEL_WIDTH + 1);
 }
 

@@ -1,5 +1,8 @@
 //! A plain aligned text table, with optional note lines under a row.
 
+use std::borrow::Cow;
+use std::fmt::Write;
+
 /// Rows of cells padded to the widest cell of each column.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -15,9 +18,16 @@ impl Table {
         }
     }
 
-    /// Adds a row and the note lines printed, indented, beneath it.
+    /// Adds a row and the note lines printed, indented, beneath it. Control
+    /// characters in cells and notes are shown escaped, see [`escape_control`].
     pub fn push(&mut self, cells: Vec<String>, notes: Vec<String>) {
-        self.rows.push((cells, notes));
+        let escape_all = |texts: Vec<String>| -> Vec<String> {
+            texts
+                .into_iter()
+                .map(|text| escape_control(&text).into_owned())
+                .collect()
+        };
+        self.rows.push((escape_all(cells), escape_all(notes)));
     }
 
     pub fn render(&self) -> String {
@@ -42,6 +52,32 @@ impl Table {
         }
         out
     }
+}
+
+/// Returns `text` with control characters (C0, DEL and C1) written as Rust
+/// escapes such as `\n` and `\x1b`, so text that came from agents or other
+/// operators cannot move the cursor, recolor or rewrite the terminal, or forge
+/// extra lines.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                let _ = write!(escaped, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(escaped, "\\u{{{:x}}}", c as u32);
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
 }
 
 fn push_line(out: &mut String, cells: &[String], widths: &[usize]) {
@@ -73,5 +109,24 @@ mod tests {
                         compute-001  healthy\n\
                         c2           failed\n  └ unit failed\n";
         assert_eq!(table.render(), expected);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("compute-01"), "compute-01");
+        assert_eq!(
+            escape_control("a\nb\x1b[31mc\td\u{7f}\u{9b}é"),
+            "a\\nb\\x1b[31mc\\td\\x7f\\x9bé"
+        );
+        let mut table = Table::new(&["NODE", "DETAIL"]);
+        table.push(
+            vec!["c1".into(), "ok\n3  c2  forged".into()],
+            vec!["\x1b]0;title\x07".into()],
+        );
+        let rendered = table.render();
+        assert_eq!(rendered.lines().count(), 3, "{rendered}");
+        assert!(rendered.contains("ok\\n3  c2  forged"), "{rendered}");
+        assert!(rendered.contains("\\x1b]0;title\\x07"), "{rendered}");
+        assert!(!rendered.contains('\x1b'));
     }
 }

@@ -8,6 +8,7 @@
 //! what.
 
 mod restart;
+mod throttle;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub use restart::RestartError;
 use crate::clock::now_unix_ms;
 use crate::fleet::{kind, Fleet, NotCurrent, StreamSender};
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
+use throttle::{ReportThrottle, UnsavedReport};
 
 /// Limits that shape restarts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub struct Controller {
     fleet: Fleet,
     store: Store,
     limits: RestartLimits,
+    report_writes: ReportThrottle,
 }
 
 impl Controller {
@@ -55,6 +58,7 @@ impl Controller {
             fleet: Fleet::from_records(records, now_unix_ms()),
             store,
             limits,
+            report_writes: ReportThrottle::default(),
         })
     }
 
@@ -72,14 +76,14 @@ impl Controller {
         let connected = self.fleet.connect(hello.clone(), sender, now);
         if connected.replaced_open_stream {
             tracing::warn!(
-                node = %hello.node,
+                node = ?hello.node,
                 connection_id = connected.connection_id,
                 "a new stream replaced the node's open stream"
             );
         }
         tracing::info!(
-            node = %hello.node,
-            agent_version = %hello.agent_version,
+            node = ?hello.node,
+            agent_version = ?hello.agent_version,
             connection_id = connected.connection_id,
             "agent connected"
         );
@@ -91,7 +95,9 @@ impl Controller {
         connected.connection_id
     }
 
-    /// Applies a report that arrived on `connection_id` and persists it.
+    /// Applies a report that arrived on `connection_id` and persists it, or
+    /// keeps it for a later write when the node's routine reports arrive
+    /// faster than once a second (see [`throttle`]).
     pub async fn accept_report(
         &self,
         node: &str,
@@ -99,33 +105,82 @@ impl Controller {
         report: v1::NodeReport,
     ) -> Result<(), NotCurrent> {
         let now = now_unix_ms();
+        let must_save = !report.transitions.is_empty();
         let update = self
             .fleet
             .apply_report(node, connection_id, report.clone(), now)?;
         for event in &update.events {
-            tracing::info!(node, kind = %event.kind, detail = %event.detail, "node changed");
+            tracing::info!(node, kind = %event.kind, detail = ?event.detail, "node changed");
         }
+        let unsaved = UnsavedReport {
+            report,
+            health: update.health,
+            arrived_at_unix_ms: now,
+        };
+        let must_save = must_save || !update.events.is_empty();
+        if let Some(report) = self.report_writes.admit(node, unsaved, must_save) {
+            self.save_report(node, &report, &update.events).await;
+        }
+        Ok(())
+    }
+
+    async fn save_report(&self, node: &str, unsaved: &UnsavedReport, events: &[NewEvent]) {
         let saved = self
             .store
-            .save_report(node, &report, &update.health, now, &update.events)
+            .save_report(
+                node,
+                &unsaved.report,
+                &unsaved.health,
+                unsaved.arrived_at_unix_ms,
+                events,
+            )
             .await;
         log_store_failure(saved, node, "report");
-        Ok(())
     }
 
     /// Records an agent's command result and hands it to the requester
     /// waiting for it, in that order, so a requester never receives an outcome
-    /// that is not yet in the history.
+    /// that is not yet in the history. A result from a node other than the
+    /// command's target, or for a command id never issued, changes no command
+    /// and is recorded under its own event kind.
     pub async fn accept_command_result(&self, node: &str, result: v1::CommandResult) {
         let outcome = outcome_name(result.outcome);
         tracing::info!(
             node,
-            command_id = %result.command_id,
+            command_id = ?result.command_id,
             outcome,
-            detail = %result.detail,
+            detail = ?result.detail,
             "command result"
         );
-        let requested_by = self.requester_of(node, &result.command_id).await;
+        let requested_by = match self.result_origin(node, &result.command_id).await {
+            ResultOrigin::Target { requested_by } => requested_by,
+            ResultOrigin::OtherNode { target } => {
+                tracing::warn!(
+                    node,
+                    target_node = ?target,
+                    command_id = ?result.command_id,
+                    "ignoring a command result from a node that is not the command's target"
+                );
+                let detail = format!(
+                    "result for command of node {target} sent by {node}, ignored: {}",
+                    result_detail(&result)
+                );
+                self.record_stray_result(node, &result, kind::COMMAND_RESULT_REJECTED, detail)
+                    .await;
+                return;
+            }
+            ResultOrigin::Unknown => {
+                tracing::warn!(
+                    node,
+                    command_id = ?result.command_id,
+                    "result for a command id this controller never issued; recorded as an event only"
+                );
+                let detail = format!("unknown command id: {}", result_detail(&result));
+                self.record_stray_result(node, &result, kind::COMMAND_RESULT_UNMATCHED, detail)
+                    .await;
+                return;
+            }
+        };
         let event = NewEvent {
             time_unix_ms: now_unix_ms(),
             node: node.to_string(),
@@ -142,12 +197,32 @@ impl Controller {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 node,
-                command_id = %result.command_id,
-                "result for a command that is unknown or already finished; recorded as an event only"
+                command_id = ?result.command_id,
+                "result for a command that is already finished; recorded as an event only"
             ),
             Err(err) => log_store_failure(Err(err), node, "command result"),
         }
         self.fleet.complete_command(node, result);
+    }
+
+    /// Stores a result that completes no command as an event without actor.
+    async fn record_stray_result(
+        &self,
+        node: &str,
+        result: &v1::CommandResult,
+        kind: &str,
+        detail: String,
+    ) {
+        let event = NewEvent {
+            time_unix_ms: now_unix_ms(),
+            node: node.to_string(),
+            kind: kind.to_string(),
+            detail,
+            actor: String::new(),
+            command_id: result.command_id.clone(),
+        };
+        let saved = self.store.append_event(&event).await.map(|_| ());
+        log_store_failure(saved, node, "stray command result");
     }
 
     /// Forgets a closed stream, unless a newer one replaced it.
@@ -158,7 +233,10 @@ impl Controller {
         else {
             return;
         };
-        tracing::info!(node, connection_id, detail = %event.detail, "agent disconnected");
+        tracing::info!(node, connection_id, detail = ?event.detail, "agent disconnected");
+        if let Some(unsaved) = self.report_writes.take(node) {
+            self.save_report(node, &unsaved, &[]).await;
+        }
         let saved = self.store.append_event(&event).await.map(|_| ());
         log_store_failure(saved, node, "disconnect");
     }
@@ -169,6 +247,9 @@ impl Controller {
         let events = self
             .fleet
             .close_all("the controller is shutting down", now_unix_ms());
+        for (node, unsaved) in self.report_writes.take_all() {
+            self.save_report(&node, &unsaved, &[]).await;
+        }
         for event in events {
             let saved = self.store.append_event(&event).await.map(|_| ());
             log_store_failure(saved, &event.node, "disconnect");
@@ -179,8 +260,8 @@ impl Controller {
     pub async fn mark_stale(&self) {
         for update in self.fleet.mark_stale(now_unix_ms()) {
             tracing::warn!(
-                node = %update.node,
-                reason = %update.health.reasons.join("; "),
+                node = ?update.node,
+                reason = ?update.health.reasons.join("; "),
                 "node is stale"
             );
             let saved = self
@@ -200,19 +281,39 @@ impl Controller {
         self.store.list_events(node, limit).await
     }
 
-    async fn requester_of(&self, node: &str, command_id: &str) -> String {
-        if let Some(requester) = self.fleet.pending_requester(node, command_id) {
-            return requester;
+    /// Finds which command a result from `node` belongs to. When the store
+    /// cannot answer, the result is taken as the sending node's own, as the
+    /// fleet's pending commands are keyed by node anyway.
+    async fn result_origin(&self, node: &str, command_id: &str) -> ResultOrigin {
+        if let Some(requested_by) = self.fleet.pending_requester(node, command_id) {
+            return ResultOrigin::Target { requested_by };
         }
         match self.store.get_command(command_id).await {
-            Ok(Some(record)) => record.command.requested_by,
-            Ok(None) => String::new(),
+            Ok(Some(record)) if record.command.node != node => ResultOrigin::OtherNode {
+                target: record.command.node,
+            },
+            Ok(Some(record)) => ResultOrigin::Target {
+                requested_by: record.command.requested_by,
+            },
+            Ok(None) => ResultOrigin::Unknown,
             Err(err) => {
                 log_store_failure(Err(err), node, "command lookup");
-                String::new()
+                ResultOrigin::Target {
+                    requested_by: String::new(),
+                }
             }
         }
     }
+}
+
+/// Whose command an agent's result answers.
+enum ResultOrigin {
+    /// A command issued to the sending node.
+    Target { requested_by: String },
+    /// A command issued to another node.
+    OtherNode { target: String },
+    /// No command with that id was ever issued.
+    Unknown,
 }
 
 fn result_detail(result: &v1::CommandResult) -> String {

@@ -24,6 +24,8 @@ pub enum RestartError {
     MissingNode,
     #[error("reason is required: say why nova-compute on {node} should restart")]
     MissingReason { node: String },
+    #[error("requested_by is required: the audit history records who asked")]
+    MissingRequester,
     #[error("wait of {requested_seconds} s is above this controller's maximum of {max_seconds} s")]
     WaitTooLong {
         requested_seconds: u64,
@@ -83,19 +85,23 @@ impl Controller {
         if reason.is_empty() {
             return Err(RestartError::MissingReason { node });
         }
+        let requested_by = request.requested_by.trim().to_string();
+        if requested_by.is_empty() {
+            return Err(RestartError::MissingRequester);
+        }
         let wait = self.wait_for(request.wait_ms)?;
 
         let command_id = uuid::Uuid::new_v4().to_string();
         let ticket = self
             .fleet
-            .begin_restart(&node, &command_id, &request.requested_by)
+            .begin_restart(&node, &command_id, &requested_by)
             .map_err(|rejection| rejection_error(&node, rejection))?;
         let command = NewCommand {
             command_id: command_id.clone(),
             node: node.clone(),
             unit: ticket.unit.clone(),
             reason,
-            requested_by: request.requested_by.clone(),
+            requested_by,
             issued_at_unix_ms: now_unix_ms(),
         };
 
@@ -148,16 +154,16 @@ impl Controller {
         let message = command_message(command, wait);
         let sent = ticket.sender.send_timeout(message, SEND_TIMEOUT).await;
         if let Err(err) = sent {
-            tracing::warn!(node = %command.node, command_id = %command.command_id, error = %err, "command not delivered");
+            tracing::warn!(node = ?command.node, command_id = ?command.command_id, error = %err, "command not delivered");
             self.finish_undelivered(command).await;
             return Err(RestartError::NotDelivered {
                 node: command.node.clone(),
             });
         }
         tracing::info!(
-            node = %command.node,
-            command_id = %command.command_id,
-            requested_by = %command.requested_by,
+            node = ?command.node,
+            command_id = ?command.command_id,
+            requested_by = ?command.requested_by,
             wait_ms = wait.as_millis() as u64,
             "restart sent"
         );
@@ -169,7 +175,7 @@ impl Controller {
                 command_id: command.command_id.clone(),
             }),
             Err(_elapsed) => {
-                tracing::warn!(node = %command.node, command_id = %command.command_id, "no result in time");
+                tracing::warn!(node = ?command.node, command_id = ?command.command_id, "no result in time");
                 Err(RestartError::NoResult {
                     node: command.node.clone(),
                     wait_seconds: wait.as_secs_f64(),
@@ -201,8 +207,8 @@ impl Controller {
             .await
         {
             tracing::error!(
-                node = %command.node,
-                command_id = %command.command_id,
+                node = ?command.node,
+                command_id = ?command.command_id,
                 error = %crate::error_chain(&err),
                 "cannot record that a command was not delivered"
             );

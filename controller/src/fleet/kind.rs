@@ -17,3 +17,8 @@ pub const UNIT_STATE_CHANGED: &str = "unit_state_changed";
 pub const COMMAND_SENT: &str = "command_sent";
 /// A command finished, or could not be delivered.
 pub const COMMAND_RESULT: &str = "command_result";
+/// A command result came from a node other than the command's target; it was
+/// not applied to the command.
+pub const COMMAND_RESULT_REJECTED: &str = "command_result_rejected";
+/// A command result named a command id this controller never issued.
+pub const COMMAND_RESULT_UNMATCHED: &str = "command_result_unmatched";

@@ -13,6 +13,19 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "database {} is in use by another novamedic controller (lock file {} held); \
+         stop the other controller or give this one its own --db",
+        path.display(),
+        lock_path.display()
+    )]
+    InUse { path: PathBuf, lock_path: PathBuf },
+    #[error("cannot lock {}", lock_path.display())]
+    Lock {
+        lock_path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the database {}", path.display())]
     Open {
         path: PathBuf,

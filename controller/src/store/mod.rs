@@ -12,6 +12,7 @@
 mod commands;
 mod error;
 mod events;
+mod lock;
 mod nodes;
 mod records;
 
@@ -23,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use error::StoreError;
+pub use lock::lock_path;
 pub use records::{CommandRecord, HelloRecord, NewCommand, NewEvent, NodeRecord};
 
 /// Time a writer waits for another connection's lock before failing.
@@ -37,13 +39,17 @@ const MAX_CONNECTIONS: u32 = 4;
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    lock: lock::DatabaseLock,
 }
 
 impl Store {
     /// Opens (creating if missing) the SQLite database at `path` and applies
-    /// the embedded migrations. The file's directory is created too.
+    /// the embedded migrations. The file's directory is created too. Fails
+    /// with [`StoreError::InUse`] while another store holds the database's
+    /// lock, see [`lock_path`].
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         create_parent_dir(path)?;
+        let lock = lock::DatabaseLock::acquire(path)?;
 
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|err| StoreError::open(path, err))?
@@ -73,6 +79,7 @@ impl Store {
         Ok(Store {
             pool,
             path: path.to_path_buf(),
+            lock,
         })
     }
 
@@ -91,9 +98,11 @@ impl Store {
         Ok(row.0)
     }
 
-    /// Waits for open connections to finish and closes the pool.
+    /// Waits for open connections to finish, closes the pool and releases
+    /// the database's lock.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.lock.release();
     }
 
     fn query_error(&self, operation: &'static str, err: sqlx::Error) -> StoreError {

@@ -320,3 +320,32 @@ fn events_table() {
         "{row}"
     );
 }
+
+#[test]
+fn operator_text_cannot_inject_terminal_control() {
+    let text = events(&[v1::Event {
+        id: 8,
+        time_unix_ms: 1_700_000_000_000,
+        node: "c1".into(),
+        kind: "command_sent".into(),
+        detail: "restart: x\n9   2023-11-14T22:13:20Z  c2  forged\x1b[2J".into(),
+        actor: "mallory\r@ops".into(),
+        command_id: String::new(),
+    }]);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("x\\n9   2023"), "{text}");
+    assert!(text.contains("forged\\x1b[2J"), "{text}");
+    assert!(text.contains("mallory\\r@ops"), "{text}");
+
+    let status = sample_status(
+        "c1\x1b]0;owned\x07",
+        v1::HealthStatus::Degraded,
+        &["disk\nfull"],
+    );
+    for text in [nodes(std::slice::from_ref(&status), 0), node(&status, 0)] {
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(!text.contains('\x07'), "{text}");
+        assert!(text.contains("c1\\x1b]0;owned\\x07"), "{text}");
+        assert!(text.contains("disk\\nfull"), "{text}");
+    }
+}
