@@ -27,10 +27,17 @@
 //! - `detail_patterns` (optional): regexes with named captures for `advice`;
 //! - `window_seconds`: how long the fault stays active without recurring;
 //! - `recovery` (optional): regexes of records that end the fault.
+//!
+//! A pattern written in ASCII only is compiled with Unicode classes off, so `\w`,
+//! `\d`, `\s` and `\b` take their ASCII meaning. Unicode `\w` alone compiles to an
+//! automaton of hundreds of KiB, and nova's exception and option names are ASCII. A pattern that needs Unicode to compile (`\S` or `.` match any character,
+//! not any byte) or that contains non-ASCII text keeps Unicode.
 
 use crate::header::Level;
 use crate::markers::MarkerSet;
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
+use regex_automata::meta;
+use regex_automata::{Input, MatchKind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -38,6 +45,17 @@ use std::path::{Path, PathBuf};
 
 /// Directory of operator signature files read by default.
 pub const DEFAULT_OPERATOR_DIR: &str = "/etc/novamedic/signatures.d";
+
+/// Upper bound of the compiled program of a whole set, in bytes. Only what the
+/// patterns need is allocated; past the bound, [`compile`] drops signatures.
+const SET_SIZE_LIMIT_BYTES: usize = 64 << 20;
+
+/// Upper bound of the lazy DFA's cache of one regex or set, per thread that
+/// searches, in bytes. The regex crate's default is about 2 MiB a regex, most of
+/// it never needed by the catalogue's literal-heavy patterns; when a search fills
+/// the cache, the crate clears it and carries on (falling back to a slower engine
+/// only if that keeps happening).
+const DFA_CACHE_LIMIT_BYTES: usize = 256 << 10;
 
 const SHIPPED: [(&str, &str); 4] = [
     (
@@ -222,13 +240,62 @@ fn default_priority() -> u32 {
     100
 }
 
+/// Patterns searched together, as `regex::RegexSet` does, but built without
+/// the parts that cost memory and bring nothing to this search:
+/// - the literal prefilter: for the catalogue's hundred-odd exception names it
+///   is an Aho-Corasick DFA of about 2 MiB, and a set search must find every
+///   matching pattern, so it scans the whole record with the lazy DFA anyway;
+/// - the one-pass DFA, built for capture groups, which a set never reports.
+///
+/// The lazy DFA's cache is capped at [`DFA_CACHE_LIMIT_BYTES`].
+#[derive(Debug, Clone)]
+pub(crate) struct PatternSet {
+    regex: meta::Regex,
+}
+
+impl PatternSet {
+    fn new(patterns: &[String]) -> Result<PatternSet, String> {
+        let config = meta::Config::new()
+            .match_kind(MatchKind::All)
+            .utf8_empty(true)
+            .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
+            .auto_prefilter(false)
+            .onepass(false)
+            .nfa_size_limit(Some(SET_SIZE_LIMIT_BYTES))
+            .hybrid_cache_capacity(DFA_CACHE_LIMIT_BYTES);
+        let syntax = regex_automata::util::syntax::Config::new().utf8(true);
+        let regex = meta::Builder::new()
+            .configure(config)
+            .syntax(syntax)
+            .build_many(patterns)
+            .map_err(|e| e.to_string())?;
+        Ok(PatternSet { regex })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.regex.pattern_len() == 0
+    }
+
+    /// Indexes of the patterns that match somewhere in `text`, ascending.
+    pub(crate) fn matches(&self, text: &str) -> impl Iterator<Item = usize> {
+        let mut found = regex_automata::PatternSet::new(self.regex.pattern_len());
+        self.regex
+            .which_overlapping_matches(&Input::new(text), &mut found);
+        found
+            .iter()
+            .map(|id| id.as_usize())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
+
 /// Validated signatures plus the compiled matchers the classifier runs.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     pub(crate) signatures: Vec<Signature>,
-    pub(crate) fault_set: RegexSet,
+    pub(crate) fault_set: PatternSet,
     pub(crate) fault_owner: Vec<usize>,
-    pub(crate) recovery_set: RegexSet,
+    pub(crate) recovery_set: PatternSet,
     pub(crate) recovery_owner: Vec<usize>,
     pub(crate) markers: MarkerSet,
 }
@@ -366,12 +433,12 @@ fn validate(spec: SignatureSpec, file: &str) -> Result<Signature, String> {
         return Err("`window_seconds` must be above 0".to_string());
     }
     for pattern in spec.patterns.iter().chain(&spec.recovery) {
-        Regex::new(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+        lean_pattern(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
     }
     let detail_patterns = spec
         .detail_patterns
         .iter()
-        .map(|p| Regex::new(p).map_err(|e| format!("invalid detail regex {p:?}: {e}")))
+        .map(|p| lean_regex(p).map_err(|e| format!("invalid detail regex {p:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let levels = match &spec.levels {
         None => vec![Level::Warning, Level::Error, Level::Critical],
@@ -432,22 +499,48 @@ fn compile(mut signatures: Vec<Signature>, errors: &mut Vec<LoadError>) -> Catal
     }
 }
 
+/// Returns the form of `pattern` that the catalogue compiles: with Unicode
+/// classes off when `pattern` is ASCII and compiles that way, else `pattern`
+/// itself. Fails when `pattern` does not compile at all.
+fn lean_pattern(pattern: &str) -> Result<String, regex::Error> {
+    if pattern.is_ascii() {
+        let ascii = format!("(?-u){pattern}");
+        if lean_builder(&ascii).build().is_ok() {
+            return Ok(ascii);
+        }
+    }
+    lean_builder(pattern).build()?;
+    Ok(pattern.to_string())
+}
+
+/// Compiles `pattern` in its [`lean_pattern`] form.
+fn lean_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    lean_builder(&lean_pattern(pattern)?).build()
+}
+
+fn lean_builder(pattern: &str) -> RegexBuilder {
+    let mut builder = RegexBuilder::new(pattern);
+    builder.dfa_size_limit(DFA_CACHE_LIMIT_BYTES);
+    builder
+}
+
 fn try_compile(signatures: &[Signature]) -> Result<Catalogue, String> {
-    let owners = |select: fn(&Signature) -> &Vec<String>| -> (Vec<String>, Vec<usize>) {
+    let owners = |select: fn(&Signature) -> &Vec<String>| -> (Vec<&str>, Vec<usize>) {
         signatures
             .iter()
             .enumerate()
-            .flat_map(|(i, s)| select(s).iter().map(move |p| (p.clone(), i)))
+            .flat_map(|(i, s)| select(s).iter().map(move |p| (p.as_str(), i)))
             .unzip()
     };
     let (fault_patterns, fault_owner) = owners(|s| &s.patterns);
     let (recovery_patterns, recovery_owner) = owners(|s| &s.recovery);
-    let build = |patterns: &[String]| {
-        RegexSetBuilder::new(patterns)
-            .size_limit(64 << 20)
-            .dfa_size_limit(16 << 20)
-            .build()
-            .map_err(|e| e.to_string())
+    let build = |patterns: &[&str]| {
+        let lean = patterns
+            .iter()
+            .map(|p| lean_pattern(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        PatternSet::new(&lean)
     };
     let markers: Vec<&str> = signatures
         .iter()
@@ -555,6 +648,41 @@ window_seconds = 60
         let (_, errors) = Catalogue::build(vec![("ops/c.toml".into(), text.into())]);
         assert_eq!(errors.len(), 1);
         assert!(errors[0].error.contains("markers"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn ascii_patterns_drop_unicode_and_others_keep_it() {
+        assert_eq!(lean_pattern(r"cinder\.\w+").unwrap(), r"(?-u)cinder\.\w+");
+        // `\S` and `[^']` match any character; without Unicode they would match
+        // any byte, which a `str` regex rejects.
+        assert_eq!(lean_pattern(r"Image \S+ x").unwrap(), r"Image \S+ x");
+        assert_eq!(lean_pattern("[^']*-sock").unwrap(), "[^']*-sock");
+        assert_eq!(lean_pattern("(?i)ошибка").unwrap(), "(?i)ошибка");
+        assert!(lean_pattern("(unclosed").is_err());
+    }
+
+    #[test]
+    fn operator_pattern_needing_unicode_still_matches() {
+        let text = r#"
+[[signature]]
+id = "cyrillic"
+fault_kind = "volume"
+severity = "error"
+patterns = ['(?i)ошибка тома \w+']
+restart_helps = false
+restart_reason = "r"
+advice = "a"
+window_seconds = 60
+"#;
+        let (catalogue, errors) = Catalogue::build(vec![("ops/u.toml".into(), text.into())]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let found = catalogue
+            .classify_text("ОШИБКА ТОМА Диск1", Level::Error)
+            .fault;
+        assert_eq!(
+            found.map(|i| catalogue.signature(i).id.as_str()),
+            Some("cyrillic")
+        );
     }
 
     #[test]

@@ -55,7 +55,6 @@ impl Catalogue {
         let fault = self
             .fault_set
             .matches(text)
-            .iter()
             .map(|pattern| self.fault_owner[pattern])
             .filter(|&sig| self.accepts_level(sig, level))
             .min_by_key(|&sig| (self.signatures[sig].priority, sig));
@@ -64,7 +63,6 @@ impl Catalogue {
         } else {
             self.recovery_set
                 .matches(text)
-                .iter()
                 .map(|p| self.recovery_owner[p])
                 .collect()
         };
@@ -87,7 +85,6 @@ impl Catalogue {
         };
         self.fault_set
             .matches(&text)
-            .iter()
             .map(|pattern| self.fault_owner[pattern])
             .min_by_key(|&sig| (self.signatures[sig].priority, sig))
     }

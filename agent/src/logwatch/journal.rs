@@ -9,6 +9,11 @@
 //! agent needs no libsystemd. Its position is the cursor of the last entry
 //! read, which the agent writes to `STATE_DIR/journal.cursor` itself
 //! (journalctl's own `--cursor-file` is written only when it exits normally).
+//!
+//! While nova-compute writes a log file, the journal holds little of interest
+//! and a resident `journalctl --follow` would cost more memory than the agent
+//! itself, so the journal is read by short runs instead ([`once_args`]),
+//! started when the journal files change ([`JournalStamp`]) and on a timer.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -59,9 +64,17 @@ pub fn parse_entry(line: &[u8]) -> Option<JournalEntry> {
 /// Reads `journalctl --output=json` lines from `reader` until it ends and
 /// calls `on_entry(entry, burst_end)` for each entry. `burst_end` is true
 /// when no further output is buffered, the moment to persist the cursor.
-pub fn read_entries<R: Read>(
+pub fn read_entries<R: Read>(reader: BufReader<R>, mut on_entry: impl FnMut(JournalEntry, bool)) {
+    read_entries_while(reader, |entry, burst_end| {
+        on_entry(entry, burst_end);
+        true
+    });
+}
+
+/// [`read_entries`], stopping early when `on_entry` returns false.
+pub fn read_entries_while<R: Read>(
     mut reader: BufReader<R>,
-    mut on_entry: impl FnMut(JournalEntry, bool),
+    mut on_entry: impl FnMut(JournalEntry, bool) -> bool,
 ) {
     let mut line = Vec::new();
     loop {
@@ -79,7 +92,9 @@ pub fn read_entries<R: Read>(
             Some(entry) => {
                 // `buffer()` looks only at what was read already; it never blocks.
                 let burst_end = reader.buffer().is_empty();
-                on_entry(entry, burst_end)
+                if !on_entry(entry, burst_end) {
+                    return;
+                }
             }
             None => tracing::debug!(
                 line = %String::from_utf8_lossy(&line),
@@ -105,6 +120,53 @@ pub fn follow_args(unit: &str, cursor: Option<&str>) -> Vec<String> {
         None => args.push("--lines=0".to_string()),
     }
     args
+}
+
+/// Arguments of a `journalctl` that prints the entries of `unit` after
+/// `cursor`, or, without a cursor, since `since_unix_seconds` (when the watch
+/// first read the journal), and exits.
+pub fn once_args(unit: &str, cursor: Option<&str>, since_unix_seconds: i64) -> Vec<String> {
+    let mut args = vec![
+        format!("--unit={unit}"),
+        "--output=json".to_string(),
+        "--no-pager".to_string(),
+        "--quiet".to_string(),
+    ];
+    match cursor {
+        Some(cursor) => args.push(format!("--after-cursor={cursor}")),
+        None => args.push(format!("--since=@{since_unix_seconds}")),
+    }
+    args
+}
+
+/// Modification time and length of the journal's active files: journald
+/// updates both within a fraction of a second of every write (it truncates
+/// the file to its own length so that readers notice), so a change means new
+/// entries, of some unit, to look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStamp(Vec<Option<(std::time::SystemTime, u64)>>);
+
+impl JournalStamp {
+    /// Reads the stamp of `system.journal` under the persistent and the
+    /// volatile journal directory of this machine. Files that do not exist
+    /// count as such, so a journal that appears is a change too.
+    pub fn read() -> JournalStamp {
+        let Ok(machine_id) = std::fs::read_to_string("/etc/machine-id") else {
+            return JournalStamp::default();
+        };
+        let machine_id = machine_id.trim();
+        let files = ["/var/log/journal", "/run/log/journal"]
+            .map(|dir| Path::new(dir).join(machine_id).join("system.journal"));
+        JournalStamp(
+            files
+                .iter()
+                .map(|file| {
+                    let meta = std::fs::metadata(file).ok()?;
+                    Some((meta.modified().ok()?, meta.len()))
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Arguments of a `journalctl` that prints the last hour of `unit` and exits,
@@ -231,6 +293,30 @@ mod tests {
             messages.push(entry.message)
         });
         assert_eq!(messages, vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn reader_stops_when_asked() {
+        let stream = b"{\"MESSAGE\":\"a\"}\n{\"MESSAGE\":\"b\"}\n";
+        let mut messages = Vec::new();
+        read_entries_while(BufReader::new(&stream[..]), |entry, _| {
+            messages.push(entry.message);
+            false
+        });
+        assert_eq!(messages, vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn run_once_starts_at_cursor_or_watch_start() {
+        let args = once_args("nova-compute.service", Some("s=1"), 1_700_000_000);
+        assert!(args.contains(&"--after-cursor=s=1".to_string()), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--follow"), "{args:?}");
+        let args = once_args("nova-compute.service", None, 1_700_000_000);
+        assert!(
+            args.contains(&"--since=@1700000000".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--unit=nova-compute.service".to_string()));
     }
 
     #[test]

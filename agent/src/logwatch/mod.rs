@@ -2,11 +2,20 @@
 //! their records with the signature catalogue and keeps the faults active
 //! now for every report.
 //!
-//! One thread polls the log file every [`POLL_INTERVAL`] and supervises a
-//! `journalctl --follow` child, whose output a second thread reads. Both feed
-//! one [`LogState`] behind a mutex, from which the report builder takes a
-//! snapshot. The work is blocking file and pipe I/O, so it runs on plain
-//! threads instead of the async runtime's.
+//! One thread polls the log file every [`POLL_INTERVAL`] and supervises
+//! journalctl, whose output a second thread reads. Both feed one [`LogState`]
+//! behind a mutex, from which the report builder takes a snapshot. The work
+//! is blocking file and pipe I/O, so it runs on plain threads instead of the
+//! async runtime's.
+//!
+//! How journalctl runs depends on where nova-compute logs. Without a log
+//! file, the journal contains every record, and a `journalctl --follow` stays
+//! running. While a log file is followed, the journal only adds what Python
+//! prints before logging is set up, so journalctl runs briefly instead: when
+//! the journal files change (at most every [`JOURNAL_RUN_MIN_GAP`]; a unit
+//! that fails or restarts always writes to the journal) and every
+//! [`JOURNAL_RUN_INTERVAL`], each run bounded by [`JOURNAL_RUN_TIMEOUT`] and
+//! [`JOURNAL_RUN_MAX_ENTRIES`]. No journalctl process stays resident then.
 //!
 //! Positions persist in the state directory (`log-position.json` for the
 //! file, `journal.cursor` for the journal), so a restarted agent resumes
@@ -56,6 +65,26 @@ const RESOLVE_INTERVAL_UNKNOWN: Duration = Duration::from_secs(2);
 
 /// Delay before journalctl is started again after it exited or failed to start.
 const JOURNAL_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Shortest interval between two short journalctl runs, so a busy journal
+/// (any unit's entries change its files) costs at most one run this often.
+pub const JOURNAL_RUN_MIN_GAP: Duration = Duration::from_secs(5);
+
+/// Interval of short journalctl runs while the journal files show no change,
+/// in case a change went unseen (a journal in an unusual directory).
+pub const JOURNAL_RUN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest time one short journalctl run may take; a longer one is ended,
+/// its entries read so far are kept and the next run goes on after them.
+pub const JOURNAL_RUN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the first short run, which has no cursor yet, follows the
+/// journal from its end. Entries after it are read by the later runs.
+const JOURNAL_FIRST_RUN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most entries one short journalctl run reads; the next run, started at
+/// once, goes on after them.
+pub const JOURNAL_RUN_MAX_ENTRIES: usize = 5_000;
 
 /// File of the log position, under the state directory.
 pub const POSITION_FILE: &str = "log-position.json";
@@ -212,12 +241,73 @@ fn lock(state: &Mutex<LogState>) -> MutexGuard<'_, LogState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A running `journalctl --follow` and the thread reading it.
+/// How journalctl reads the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JournalMode {
+    /// One `journalctl --follow` kept running: nova-compute logs to no file.
+    Follow,
+    /// Short runs: a log file is followed, see the module documentation.
+    Runs,
+}
+
+/// A running journalctl and the thread reading it.
 struct JournalChild {
     child: Child,
     reader: Option<JoinHandle<()>>,
     unit: String,
     from_cursor: bool,
+    mode: JournalMode,
+    /// When a short run is ended if it has not exited.
+    deadline: Option<Instant>,
+    /// Set by the reader when it stopped at [`JOURNAL_RUN_MAX_ENTRIES`].
+    more: Arc<AtomicBool>,
+}
+
+/// When the next short journalctl run is due.
+///
+/// NOTE: a change of nova-compute's unit state starts a run through the
+/// journal files (systemd logs every start, exit and failure there), not
+/// through the unit watch, which [`LogWatch::start`] does not receive.
+struct RunSchedule {
+    next_at: Instant,
+    last_started: Option<Instant>,
+    stamp: journal::JournalStamp,
+    /// The journal files changed since the last run.
+    pending: bool,
+    /// Unix time of the first run without a cursor: later runs without one
+    /// read from then, so the first start still begins at the journal's end.
+    since_unix_seconds: Option<i64>,
+}
+
+impl RunSchedule {
+    fn new() -> Self {
+        RunSchedule {
+            next_at: Instant::now(),
+            last_started: None,
+            stamp: journal::JournalStamp::read(),
+            pending: false,
+            since_unix_seconds: None,
+        }
+    }
+
+    /// Whether a run is due now; reads the journal files' stamp.
+    fn due(&mut self, now: Instant) -> bool {
+        let stamp = journal::JournalStamp::read();
+        if stamp != self.stamp {
+            self.stamp = stamp;
+            self.pending = true;
+        }
+        let gap_over = self
+            .last_started
+            .is_none_or(|at| now >= at + JOURNAL_RUN_MIN_GAP);
+        gap_over && (self.pending || now >= self.next_at)
+    }
+
+    fn started(&mut self, now: Instant) {
+        self.last_started = Some(now);
+        self.next_at = now + JOURNAL_RUN_INTERVAL;
+        self.pending = false;
+    }
 }
 
 impl JournalChild {
@@ -242,6 +332,7 @@ struct Watcher {
     follower: Option<Follower>,
     journal: Option<JournalChild>,
     journal_retry_at: Option<Instant>,
+    runs: RunSchedule,
 }
 
 impl Watcher {
@@ -255,6 +346,7 @@ impl Watcher {
             follower: None,
             journal: None,
             journal_retry_at: None,
+            runs: RunSchedule::new(),
         }
     }
 
@@ -384,10 +476,33 @@ impl Watcher {
                 "nova-compute's systemd unit is unknown, so its journal is not read".to_string();
             return;
         };
+        let mode = if self.follower.is_some() {
+            JournalMode::Runs
+        } else {
+            JournalMode::Follow
+        };
         if let Some(journal) = self.journal.as_mut() {
-            if journal.unit == unit {
+            if journal.unit == unit && journal.mode == mode {
                 match journal.child.try_wait() {
-                    Ok(None) => return,
+                    Ok(None) => {
+                        if journal.deadline.is_some_and(|at| Instant::now() >= at) {
+                            tracing::debug!("journalctl run took too long; ending it");
+                            self.stop_journal();
+                        }
+                        return;
+                    }
+                    // A run that ends, or that the reader cut short (SIGPIPE),
+                    // did its work; only an error exit is a problem.
+                    Ok(Some(status))
+                        if mode == JournalMode::Runs && matches!(status.code(), Some(0) | None) =>
+                    {
+                        if journal.more.load(Ordering::Relaxed) {
+                            self.runs.pending = true;
+                            self.runs.last_started = None;
+                        }
+                        self.stop_journal();
+                        return;
+                    }
                     Ok(Some(status)) => {
                         let problem = journal::describe_exit(&mut journal.child, status);
                         let from_cursor = journal.from_cursor;
@@ -406,7 +521,16 @@ impl Watcher {
         if self.journal_retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
-        self.start_journal(unit);
+        match mode {
+            JournalMode::Follow => self.start_journal(unit, mode),
+            JournalMode::Runs => {
+                let now = Instant::now();
+                if self.runs.due(now) {
+                    self.runs.started(now);
+                    self.start_journal(unit, mode);
+                }
+            }
+        }
     }
 
     /// Records why journalctl stopped and when to try again. A saved cursor
@@ -420,11 +544,35 @@ impl Watcher {
         self.journal_retry_at = Some(Instant::now() + JOURNAL_RETRY_DELAY);
     }
 
-    fn start_journal(&mut self, unit: String) {
+    /// Arguments of the next journalctl and how long it may run (`None`:
+    /// until stopped). The first short run without a cursor follows from the
+    /// journal's end for [`JOURNAL_FIRST_RUN_TIMEOUT`]; later runs without a
+    /// cursor read from when it started.
+    fn journal_args(
+        &mut self,
+        unit: &str,
+        cursor: Option<&str>,
+        mode: JournalMode,
+    ) -> (Vec<String>, Option<Duration>) {
+        match (mode, cursor, self.runs.since_unix_seconds) {
+            (JournalMode::Follow, _, _) => (journal::follow_args(unit, cursor), None),
+            (JournalMode::Runs, None, None) => {
+                self.runs.since_unix_seconds = Some(crate::transport::unix_ms_now() / 1000);
+                let args = journal::follow_args(unit, None);
+                (args, Some(JOURNAL_FIRST_RUN_TIMEOUT))
+            }
+            (JournalMode::Runs, _, since) => {
+                let args = journal::once_args(unit, cursor, since.unwrap_or_default());
+                (args, Some(JOURNAL_RUN_TIMEOUT))
+            }
+        }
+    }
+
+    fn start_journal(&mut self, unit: String, mode: JournalMode) {
         let cursor_file =
             journal::CursorFile::new(self.settings.state_dir.join(JOURNAL_CURSOR_FILE));
         let cursor = cursor_file.load();
-        let args = journal::follow_args(&unit, cursor.as_deref());
+        let (args, timeout) = self.journal_args(&unit, cursor.as_deref(), mode);
         let mut child = match journal::spawn(&self.settings.journalctl, &args) {
             Ok(child) => child,
             Err(err) => {
@@ -433,13 +581,24 @@ impl Watcher {
                 return;
             }
         };
-        tracing::info!(unit = %unit, resumed = cursor.is_some(), "reading nova-compute's journal");
+        if mode == JournalMode::Follow {
+            tracing::info!(unit = %unit, resumed = cursor.is_some(), "following nova-compute's journal");
+        } else {
+            // Not at info: the agent's own entries change the journal files,
+            // and each run would be followed by another.
+            tracing::debug!(unit = %unit, resumed = cursor.is_some(), "reading nova-compute's journal");
+        }
         let stdout = child.stdout.take().expect("journalctl's stdout is piped");
         let shared = self.shared.clone();
         let reader_unit = unit.clone();
+        let more = Arc::new(AtomicBool::new(false));
+        let limit = ReadLimit {
+            max_entries: (mode == JournalMode::Runs).then_some(JOURNAL_RUN_MAX_ENTRIES),
+            more: more.clone(),
+        };
         let reader = thread::Builder::new()
             .name("journal-reader".to_string())
-            .spawn(move || read_journal(stdout, &reader_unit, &shared, &cursor_file));
+            .spawn(move || read_journal(stdout, &reader_unit, &shared, &cursor_file, limit));
         let reader = match reader {
             Ok(reader) => reader,
             Err(err) => {
@@ -460,20 +619,34 @@ impl Watcher {
             reader: Some(reader),
             unit,
             from_cursor: cursor.is_some(),
+            mode,
+            deadline: timeout.map(|timeout| Instant::now() + timeout),
+            more,
         });
     }
 }
 
+/// Where a reader stops before journalctl's output ends.
+struct ReadLimit {
+    /// `None` reads until the output ends.
+    max_entries: Option<usize>,
+    /// Set when the reader stopped at `max_entries`.
+    more: Arc<AtomicBool>,
+}
+
 /// Feeds the entries of `unit` from journalctl's output to the state until
-/// the output ends, and saves the cursor at the end of every burst.
+/// the output ends or `limit` is reached, and saves the cursor at the end of
+/// every burst and when it stops.
 fn read_journal(
     stdout: std::process::ChildStdout,
     unit: &str,
     shared: &Shared,
     cursor_file: &journal::CursorFile,
+    limit: ReadLimit,
 ) {
     let mut unsaved: Option<String> = None;
-    journal::read_entries(BufReader::new(stdout), |entry, burst_end| {
+    let mut entries = 0_usize;
+    journal::read_entries_while(BufReader::new(stdout), |entry, burst_end| {
         // Entries that systemd writes about the unit carry its own unit.
         if entry.unit.as_deref() == Some(unit) {
             lock(&shared.state).push_journal_entry(&entry);
@@ -484,6 +657,12 @@ fn read_journal(
         if burst_end {
             save_cursor(cursor_file, unsaved.take());
         }
+        entries += 1;
+        let go_on = limit.max_entries.is_none_or(|max| entries < max);
+        if !go_on {
+            limit.more.store(true, Ordering::Relaxed);
+        }
+        go_on
     });
     save_cursor(cursor_file, unsaved);
 }
@@ -498,3 +677,73 @@ fn save_cursor(cursor_file: &journal::CursorFile, cursor: Option<String>) {
 
 #[cfg(test)]
 mod tests;
+
+/// Short journalctl runs against a stand-in journalctl that prints one entry
+/// and exits, as a real one without `--follow` does.
+#[cfg(test)]
+mod run_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn log_file_node_reads_journal_by_short_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_file = dir.path().join("nova-compute.log");
+        std::fs::write(&log_file, "").unwrap();
+        let args_file = dir.path().join("journalctl.args");
+        let script = dir.path().join("journalctl");
+        let entry = r#"{"__CURSOR":"c=1","_SYSTEMD_UNIT":"nova-compute.service","MESSAGE":"x"}"#;
+        let text = format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\necho '{entry}'\n",
+            args_file.display()
+        );
+        std::fs::write(&script, text).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let settings = LogWatchSettings {
+            log_file: Some(log_file),
+            default_log_files: Vec::new(),
+            state_dir: dir.path().join("state"),
+            signatures_dir: dir.path().join("signatures.d"),
+            journalctl: script,
+            poll_interval: Duration::from_millis(20),
+            utc_offset: UtcOffset::UTC,
+        };
+        let resolver = || Targets {
+            named_log_file: None,
+            unit: Some("nova-compute.service".to_string()),
+        };
+        let cursor_file = settings.state_dir.join(JOURNAL_CURSOR_FILE);
+        let read_args = || std::fs::read_to_string(&args_file).unwrap_or_default();
+
+        let watch = LogWatch::start(settings.clone(), Box::new(resolver)).unwrap();
+        wait_until("the first run's cursor", || {
+            std::fs::read_to_string(&cursor_file).is_ok_and(|c| c == "c=1")
+        });
+        // Wait past the first run's bound: an exit is not reported as a problem.
+        thread::sleep(JOURNAL_FIRST_RUN_TIMEOUT + Duration::from_millis(200));
+        let report = watch.report(0);
+        assert_eq!(report.journal_problem, "");
+        watch.stop();
+
+        let watch = LogWatch::start(settings, Box::new(resolver)).unwrap();
+        wait_until("the second start's run", || {
+            read_args().lines().count() == 2
+        });
+        thread::sleep(Duration::from_millis(200));
+        let report = watch.report(0);
+        watch.stop();
+        let args: Vec<String> = read_args().lines().map(String::from).collect();
+        assert!(args[1].contains("--after-cursor=c=1"), "{args:?}");
+        assert!(!args[1].contains("--follow"), "{args:?}");
+        assert_eq!(report.journal_problem, "");
+    }
+}
