@@ -406,6 +406,23 @@ impl Watcher {
         if self.follower.as_ref().map(Follower::path) == Some(path.as_path()) {
             return;
         }
+        // A device, pipe or directory never behaves like a log: /dev/zero
+        // would read as an endless truncated file. A missing file is fine,
+        // since nova-compute creates it when it starts.
+        if let Ok(metadata) = std::fs::metadata(&path) {
+            if !metadata.is_file() {
+                let problem = format!(
+                    "{} ({origin}) is not a regular file; set nova_log_file to nova-compute's log file",
+                    path.display()
+                );
+                let mut state = lock(&self.shared.state);
+                if state.status.log_file_problem != problem {
+                    tracing::warn!(path = %path.display(), origin, "log file is not a regular file; not following it");
+                    state.status.log_file_problem = problem;
+                }
+                return;
+            }
+        }
         tracing::info!(path = %path.display(), origin, "following nova-compute's log file");
         self.follower = Some(self.new_follower(&path));
         let mut state = lock(&self.shared.state);

@@ -447,3 +447,21 @@ fn state_classifies_bare_line_after_info_record() {
     assert_eq!(summary.active.len(), 1, "{:?}", summary.active);
     assert_eq!(summary.active[0].fault_kind.as_str(), "configuration");
 }
+
+#[test]
+fn device_as_log_file_is_not_followed() {
+    let node = Node::new();
+    let mut settings = node.settings(Path::new("/nonexistent/journalctl"));
+    settings.log_file = Some(PathBuf::from("/dev/zero"));
+    let watch = LogWatch::start(settings, Box::new(Targets::default)).unwrap();
+
+    let report = wait_for(&watch, "the problem with /dev/zero", |report| {
+        report.log_file_problem.contains("not a regular file")
+    });
+    assert!(
+        report.log_file_problem.contains("/dev/zero"),
+        "{}",
+        report.log_file_problem
+    );
+    assert_eq!(report.lines_read, 0, "nothing is read from a device");
+}
