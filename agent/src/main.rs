@@ -35,11 +35,22 @@ const CHECK_UNIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// least 200 ms apart.
 const CHECK_CPU_SAMPLE: Duration = Duration::from_millis(300);
 
+/// Exit statuses, shown by `novamedic-agent --help`.
+const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0   success
+  1   any other failure (starting the async runtime, writing the output)
+  2   invalid command line
+  66  classify: an input file could not be read (the others are still printed)
+  78  invalid config file or flag; systemd does not restart the agent on it";
+
 #[derive(Parser)]
 #[command(
     name = "novamedic-agent",
     version,
-    about = "novamedic's compute node agent"
+    about = "novamedic's compute node agent",
+    after_help = EXIT_CODES_HELP,
+    subcommand_help_heading = "Commands"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -60,7 +60,7 @@ pub fn choose_log_file(
     LogFileChoice::None {
         problem: format!(
             "no log file: nova_log_file is not set, nova-compute's command line and nova.conf \
-             name none, and none of {} exists; only the journal is read",
+             name none, and none of {} exists; the unit's journal is read when the unit is known",
             tried.join(", ")
         ),
     }
