@@ -39,7 +39,7 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// back within half a minute of the controller's return.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
-/// How long the controller has to answer Hello.
+/// Time the controller has to reply to Hello with HelloAck.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time allowed to establish the TCP and HTTP/2 connection.
@@ -167,7 +167,7 @@ pub struct Transport<M: ServiceManager> {
     connected: bool,
 }
 
-/// Why a stream ended.
+/// Cause of a stream's end.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("cannot connect: {0}")]
@@ -406,7 +406,7 @@ impl<M: ServiceManager> Transport<M> {
     }
 }
 
-/// Whether the controller rejected the stream for a reason that a retry
+/// Returns whether the controller rejected the stream for a reason that a retry
 /// cannot fix, such as an invalid node name or an unsupported protocol.
 fn is_permanent_rejection(status: &tonic::Status) -> bool {
     matches!(

@@ -38,7 +38,7 @@ impl UnitSnapshot {
     }
 }
 
-/// What the agent knows about nova-compute's unit at one moment.
+/// State of nova-compute's unit as the agent last read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitObservation {
     Known(UnitSnapshot),
@@ -50,7 +50,7 @@ pub enum UnitObservation {
     },
 }
 
-/// How a restart ended, as seen from systemd.
+/// Outcome of a restart, as systemd reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartReport {
     /// The `JobRemoved` result of the restart job: "done", "failed",
