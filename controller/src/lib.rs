@@ -20,6 +20,7 @@ pub mod config;
 pub mod controller;
 pub mod fleet;
 pub mod operator_api;
+pub mod policy;
 pub mod server;
 pub mod store;
 

@@ -1,0 +1,24 @@
+//! Self-healing policy: when automation may restart nova-compute.
+//!
+//! - [`rules`]: the policy file and its validated form.
+//! - [`observe`]: the policy's view of a node, and the conditions and
+//!   blockers that follow from it.
+//! - [`engine`]: confirmation, start grace, per-node and fleet-wide limits,
+//!   verification and escalation, as pure state transitions.
+//!
+//! Invariants: no restart without a condition confirmed over several
+//! reports; never while a blocker holds (a process in D, a tracer, an
+//! operator's stop or disable, a dependency outage, work in progress); at
+//! most the configured restarts per node and in flight across the fleet; the
+//! storm guard pauses everything until an operator resumes.
+
+pub mod engine;
+pub mod observe;
+pub mod rules;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Decision, Engine, Hold, PolicyState, Verdict};
+pub use observe::{Blocker, Observation};
+pub use rules::{Condition, Mode, Policy, PolicyError};
