@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::clock::now_unix_ms;
+use crate::controller::policy::observation_from_report;
 use crate::controller::Controller;
 use crate::store::HelloRecord;
 
@@ -161,11 +163,13 @@ async fn read_stream(
         };
         match message.body {
             Some(Body::Report(report)) => {
+                let observation = observation_from_report(&report, now_unix_ms());
                 let applied = controller.accept_report(&node, connection_id, report).await;
                 if applied.is_err() {
                     tracing::info!(node = ?node, connection_id, "stream was replaced; stop reading it");
                     return;
                 }
+                controller.evaluate_policy(&node, observation).await;
             }
             Some(Body::CommandResult(result)) => {
                 controller.accept_command_result(&node, result).await;

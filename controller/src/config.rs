@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::controller::RestartLimits;
+use crate::policy::Policy;
+
+/// Source name of the policy compiled into the controller.
+pub const BUILT_IN_POLICY: &str = "built-in";
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/novamedic/controller.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -26,6 +30,13 @@ pub struct ServerConfig {
     pub restart: RestartLimits,
     /// Time open streams get to close at shutdown before they are cut.
     pub shutdown_drain: Duration,
+    /// Policy file given in the configuration file; None reads the default
+    /// path if it exists.
+    pub policy_path: Option<PathBuf>,
+    /// The self-healing policy, as `novamedic serve` loaded it.
+    pub policy: Policy,
+    /// Where [`Self::policy`] came from: a path or "built-in".
+    pub policy_source: String,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +48,9 @@ impl Default for ServerConfig {
             db: PathBuf::from(DEFAULT_DB_PATH),
             restart: RestartLimits::default(),
             shutdown_drain: Duration::from_secs(DEFAULT_SHUTDOWN_DRAIN_SECONDS),
+            policy_path: None,
+            policy: Policy::default(),
+            policy_source: BUILT_IN_POLICY.to_string(),
         }
     }
 }
@@ -51,6 +65,8 @@ struct FileConfig {
     default_restart_wait_seconds: Option<u64>,
     max_restart_wait_seconds: Option<u64>,
     shutdown_drain_seconds: Option<u64>,
+    /// Self-healing policy file.
+    policy: Option<PathBuf>,
 }
 
 /// A configuration file that cannot be used.
@@ -154,6 +170,8 @@ pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
         shutdown_drain: file
             .shutdown_drain_seconds
             .map_or(defaults.shutdown_drain, Duration::from_secs),
+        policy_path: file.policy,
+        ..defaults
     })
 }
 

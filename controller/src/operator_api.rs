@@ -6,6 +6,9 @@ use novamedic_proto::v1;
 use novamedic_proto::v1::operator_service_server::OperatorService;
 use tonic::{Request, Response, Status};
 
+use novamedic_proto::view::rfc3339_from_unix_ms;
+
+use crate::clock::now_unix_ms;
 use crate::controller::{Controller, RestartError};
 
 /// Events returned when a request sets limit 0.
@@ -94,6 +97,133 @@ impl OperatorService for OperatorApi {
             })?;
         Ok(Response::new(v1::ListEventsResponse { events }))
     }
+
+    async fn get_policy(
+        &self,
+        _request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::PolicyStatus>, Status> {
+        Ok(Response::new(self.controller.policy_status().await))
+    }
+
+    async fn pause_policy(
+        &self,
+        request: Request<v1::PausePolicyRequest>,
+    ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let request = request.into_inner();
+        let requested_by = required(&request.requested_by, "requested_by")?;
+        let reason = required(&request.reason, "reason")?;
+        let status = self
+            .controller
+            .control_policy("", &requested_by, format!("paused: {reason}"), |engine| {
+                engine.pause(now_unix_ms(), &requested_by, &reason)
+            })
+            .await;
+        Ok(Response::new(status))
+    }
+
+    async fn resume_policy(
+        &self,
+        request: Request<v1::ResumePolicyRequest>,
+    ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let requested_by = required(&request.into_inner().requested_by, "requested_by")?;
+        let status = self
+            .controller
+            .control_policy("", &requested_by, "resumed".into(), |engine| {
+                if let Some(pause) = engine.resume() {
+                    tracing::info!(by = %requested_by, paused_by = %pause.by, reason = %pause.reason, "automation resumed");
+                }
+            })
+            .await;
+        Ok(Response::new(status))
+    }
+
+    async fn silence_node(
+        &self,
+        request: Request<v1::SilenceNodeRequest>,
+    ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let request = request.into_inner();
+        let node = self.known_node(&request.node)?;
+        let requested_by = required(&request.requested_by, "requested_by")?;
+        let reason = required(&request.reason, "reason")?;
+        if request.duration_seconds == 0 {
+            return Err(Status::invalid_argument(
+                "duration_seconds is 0; silence a node for at least one second",
+            ));
+        }
+        let until = now_unix_ms().saturating_add(
+            i64::try_from(request.duration_seconds.saturating_mul(1_000)).unwrap_or(i64::MAX),
+        );
+        let detail = format!(
+            "silenced until {}: {reason}",
+            rfc3339_from_unix_ms(until).unwrap_or_default()
+        );
+        let status = self
+            .controller
+            .control_policy(&node, &requested_by, detail, |engine| {
+                engine.silence(&node, until, &requested_by, &reason)
+            })
+            .await;
+        Ok(Response::new(status))
+    }
+
+    async fn unsilence_node(
+        &self,
+        request: Request<v1::UnsilenceNodeRequest>,
+    ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let request = request.into_inner();
+        let node = self.known_node(&request.node)?;
+        let requested_by = required(&request.requested_by, "requested_by")?;
+        let status = self
+            .controller
+            .control_policy(&node, &requested_by, "silence ended".into(), |engine| {
+                engine.unsilence(&node);
+            })
+            .await;
+        Ok(Response::new(status))
+    }
+
+    async fn clear_node(
+        &self,
+        request: Request<v1::ClearNodeRequest>,
+    ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let request = request.into_inner();
+        let node = self.known_node(&request.node)?;
+        let requested_by = required(&request.requested_by, "requested_by")?;
+        let status = self
+            .controller
+            .control_policy(
+                &node,
+                &requested_by,
+                "handed back to automation; restart history cleared".into(),
+                |engine| {
+                    engine.clear(&node);
+                },
+            )
+            .await;
+        Ok(Response::new(status))
+    }
+}
+
+impl OperatorApi {
+    /// Returns the trimmed node name, or NOT_FOUND for a node never seen.
+    fn known_node(&self, node: &str) -> Result<String, Status> {
+        let node = node.trim();
+        if self.controller.fleet().status(node).is_none() {
+            return Err(Status::not_found(format!(
+                "node {node} is not known to this controller; `novamedic nodes` lists known nodes"
+            )));
+        }
+        Ok(node.to_string())
+    }
+}
+
+/// Returns a required text field, trimmed, or INVALID_ARGUMENT naming it.
+fn required(value: &str, field: &str) -> Result<String, Status> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    Ok(value.to_string())
 }
 
 /// Maps a restart failure to the status code the API documents for it.

@@ -56,7 +56,15 @@ pub async fn serve_with_listener(
         .local_addr()
         .context("cannot read the listener's address")?;
     let store = Store::open(&config.db).await?;
-    let controller = Arc::new(Controller::load(store, config.restart.clone()).await?);
+    let controller = Arc::new(
+        Controller::load(
+            store,
+            config.restart.clone(),
+            config.policy.clone(),
+            config.policy_source.clone(),
+        )
+        .await?,
+    );
     tracing::info!(listen = %local_addr, db = %config.db.display(), version = crate::VERSION, "controller serving");
 
     let stale_task = tokio::spawn(mark_stale_forever(Arc::clone(&controller)));

@@ -515,11 +515,12 @@ async fn reports_update_health_and_events() {
     assert!(
         eventually(Duration::from_secs(5), || {
             let mut client = client.clone();
-            async move { event_kinds(&mut client, "c1").await.len() == 5 }
+            async move { event_kinds(&mut client, "c1").await.len() == 6 }
         })
         .await
     );
     let kinds = event_kinds(&mut client, "c1").await;
+    // The failed unit is also the policy's first sighting of a condition.
     assert_eq!(
         kinds,
         vec![
@@ -527,7 +528,8 @@ async fn reports_update_health_and_events() {
             "agent_connected",
             "health_changed",
             "health_changed",
-            "unit_state_changed"
+            "unit_state_changed",
+            "policy_decision"
         ]
     );
     let status = client

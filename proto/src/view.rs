@@ -279,6 +279,67 @@ pub struct EventView {
     pub command_id: String,
 }
 
+/// The self-healing policy as `novamedic policy show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    pub mode: String,
+    /// Path of the policy file, or "built-in".
+    pub source: String,
+    /// The validated policy: rules, confirmation and limits.
+    pub policy: serde_json::Value,
+    pub paused: Option<PolicyPauseView>,
+    pub nodes: Vec<NodePolicyView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyPauseView {
+    pub since: Option<String>,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodePolicyView {
+    pub node: String,
+    /// Why automation gave up on the node, null when it did not.
+    pub needs_human: Option<String>,
+    pub silenced_until: Option<String>,
+    pub silence_reason: Option<String>,
+    pub silenced_by: Option<String>,
+    pub restarts_in_window: u32,
+    pub in_flight: Option<String>,
+    pub last_decision: Option<String>,
+}
+
+impl PolicyView {
+    pub fn from_wire(status: &v1::PolicyStatus) -> Self {
+        PolicyView {
+            mode: status.mode.clone(),
+            source: status.source.clone(),
+            policy: serde_json::from_str(&status.policy_json).unwrap_or(serde_json::Value::Null),
+            paused: status.pause.as_ref().map(|pause| PolicyPauseView {
+                since: rfc3339_from_unix_ms(pause.since_unix_ms),
+                by: pause.by.clone(),
+                reason: pause.reason.clone(),
+            }),
+            nodes: status
+                .nodes
+                .iter()
+                .map(|node| NodePolicyView {
+                    node: node.node.clone(),
+                    needs_human: non_empty(node.needs_human.clone()),
+                    silenced_until: rfc3339_from_unix_ms(node.silenced_until_unix_ms),
+                    silence_reason: non_empty(node.silence_reason.clone()),
+                    silenced_by: non_empty(node.silenced_by.clone()),
+                    restarts_in_window: node.restarts_in_window,
+                    in_flight: non_empty(node.in_flight.clone()),
+                    last_decision: non_empty(node.last_decision.clone()),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Returns the lowercase word for a health status.
 pub fn health_name(status: i32) -> &'static str {
     match v1::HealthStatus::try_from(status).unwrap_or(v1::HealthStatus::Unspecified) {

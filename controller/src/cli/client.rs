@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use novamedic_proto::v1;
 use novamedic_proto::v1::operator_service_client::OperatorServiceClient;
-use novamedic_proto::view::{EventView, NodeView, RestartView};
+use novamedic_proto::view::{EventView, NodeView, PolicyView, RestartView};
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -116,6 +116,83 @@ pub async fn events(url: &str, format: OutputFormat, args: &EventsArgs) -> Outco
         OutputFormat::Table => write_stdout(&render::events(&events))?,
     }
     Ok(0)
+}
+
+/// A call of the policy part of the operator API.
+#[derive(Debug)]
+pub enum PolicyCall {
+    Show,
+    Pause {
+        reason: String,
+    },
+    Resume,
+    Silence {
+        node: String,
+        seconds: u64,
+        reason: String,
+    },
+    Unsilence {
+        node: String,
+    },
+    Clear {
+        node: String,
+    },
+}
+
+pub async fn policy(url: &str, format: OutputFormat, call: PolicyCall) -> Outcome {
+    let mut client = connect(url).await?;
+    let requested_by = requester_identity();
+    let reply = match call {
+        PolicyCall::Show => client.get_policy(timed(v1::GetPolicyRequest {})).await,
+        PolicyCall::Pause { reason } => {
+            let request = v1::PausePolicyRequest {
+                reason,
+                requested_by,
+            };
+            client.pause_policy(timed(request)).await
+        }
+        PolicyCall::Resume => {
+            let request = v1::ResumePolicyRequest { requested_by };
+            client.resume_policy(timed(request)).await
+        }
+        PolicyCall::Silence {
+            node,
+            seconds,
+            reason,
+        } => {
+            let request = v1::SilenceNodeRequest {
+                node,
+                duration_seconds: seconds,
+                reason,
+                requested_by,
+            };
+            client.silence_node(timed(request)).await
+        }
+        PolicyCall::Unsilence { node } => {
+            let request = v1::UnsilenceNodeRequest { node, requested_by };
+            client.unsilence_node(timed(request)).await
+        }
+        PolicyCall::Clear { node } => {
+            let request = v1::ClearNodeRequest { node, requested_by };
+            client.clear_node(timed(request)).await
+        }
+    };
+    let status = reply
+        .map_err(|status| call_failure(url, status))?
+        .into_inner();
+    let view = PolicyView::from_wire(&status);
+    match format {
+        OutputFormat::Json => print_json(&view)?,
+        OutputFormat::Table => write_stdout(&render::policy(&view))?,
+    }
+    Ok(0)
+}
+
+/// Wraps a request that only reads or flips state with the read deadline.
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(READ_TIMEOUT);
+    request
 }
 
 /// Returns the exit code for a restart's outcome word from [`RestartView`].

@@ -6,7 +6,7 @@ mod render;
 mod table;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -84,6 +84,82 @@ pub enum Command {
     Restart(RestartArgs),
     /// Show the event history, newest first.
     Events(EventsArgs),
+    /// Show the self-healing policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Pause every automated action until `novamedic resume`.
+    Pause(PauseArgs),
+    /// Resume automated actions after `pause` or a tripped storm guard.
+    Resume,
+    /// Keep automation away from one node for a while.
+    Silence(SilenceArgs),
+    /// End a node's silence.
+    Unsilence {
+        /// Node name, as `novamedic nodes` lists it.
+        node: String,
+    },
+    /// Hand a node that needs a human back to automation, forgetting its
+    /// automated restarts.
+    Clear {
+        /// Node name, as `novamedic nodes` lists it.
+        node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the policy in force, whether automation is paused, and the
+    /// nodes that are silenced, need a human or have restarts in flight.
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why, in your words; recorded in the event history.
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceArgs {
+    /// Node name, as `novamedic nodes` lists it.
+    pub node: String,
+
+    /// Duration of the silence, for example 90s, 30m, 4h or 2d.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: u64,
+
+    /// Why, in your words; recorded in the event history.
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// Parses a duration such as "90s", "30m", "4h" or "2d" into seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90s, 30m, 4h or 2d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} has no unit; write s, m, h or d after the number, as in 30m"
+            ))
+        }
+    };
+    match number.checked_mul(factor) {
+        Some(0) => Err("a silence must last at least 1s".to_string()),
+        Some(seconds) => Ok(seconds),
+        None => Err(format!("{text:?} is too long")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +178,12 @@ pub struct ServeArgs {
     /// [default: /etc/novamedic/controller.toml, used only if it exists].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Self-healing policy file, which must exist when given. [default:
+    /// `policy` from the configuration file, else /etc/novamedic/policy.toml
+    /// if it exists, else the built-in policy in dry-run mode]
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +231,38 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Restart(args) => client::restart(&cli.controller, cli.output, &args).await,
         Command::Events(args) => client::events(&cli.controller, cli.output, &args).await,
+        Command::Policy(PolicyCommand::Show) => {
+            client::policy(&cli.controller, cli.output, client::PolicyCall::Show).await
+        }
+        Command::Pause(args) => {
+            let call = client::PolicyCall::Pause {
+                reason: args.reason,
+            };
+            client::policy(&cli.controller, cli.output, call).await
+        }
+        Command::Resume => {
+            client::policy(&cli.controller, cli.output, client::PolicyCall::Resume).await
+        }
+        Command::Silence(args) => {
+            let call = client::PolicyCall::Silence {
+                node: args.node,
+                seconds: args.duration,
+                reason: args.reason,
+            };
+            client::policy(&cli.controller, cli.output, call).await
+        }
+        Command::Unsilence { node } => {
+            let call = client::PolicyCall::Unsilence { node };
+            client::policy(&cli.controller, cli.output, call).await
+        }
+        Command::Clear { node } => {
+            client::policy(
+                &cli.controller,
+                cli.output,
+                client::PolicyCall::Clear { node },
+            )
+            .await
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -174,6 +288,23 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(db) = args.db {
         config.db = db;
+    }
+    let policy_path = args.policy.or_else(|| config.policy_path.clone());
+    match crate::policy::rules::load(policy_path.as_deref()) {
+        Ok(policy) => {
+            config.policy_source = match policy_path {
+                Some(path) => path.display().to_string(),
+                None if Path::new(crate::policy::rules::DEFAULT_POLICY_PATH).exists() => {
+                    crate::policy::rules::DEFAULT_POLICY_PATH.to_string()
+                }
+                None => crate::config::BUILT_IN_POLICY.to_string(),
+            };
+            config.policy = policy;
+        }
+        Err(err) => {
+            eprintln!("novamedic: {}", crate::error_chain(&err));
+            return ExitCode::from(exit::USAGE);
+        }
     }
     if config.db.as_os_str().is_empty() {
         eprintln!(

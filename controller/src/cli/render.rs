@@ -3,7 +3,9 @@
 use std::fmt::Write;
 
 use novamedic_proto::v1;
-use novamedic_proto::view::{rfc3339_from_unix_ms, NodeView, RestartView, UnitInstanceView};
+use novamedic_proto::view::{
+    rfc3339_from_unix_ms, NodeView, PolicyView, RestartView, UnitInstanceView,
+};
 
 use super::table::{escape_control, Table};
 use crate::clock::format_age;
@@ -132,7 +134,12 @@ pub fn events(events: &[v1::Event]) -> String {
         let cells = vec![
             event.id.to_string(),
             rfc3339_from_unix_ms(event.time_unix_ms).unwrap_or_else(|| "-".into()),
-            event.node.clone(),
+            // Fleet-wide events name no node.
+            if event.node.is_empty() {
+                "(fleet)".to_string()
+            } else {
+                event.node.clone()
+            },
             event.kind.clone(),
             dash_if_empty(&event.actor),
             detail,
@@ -140,6 +147,98 @@ pub fn events(events: &[v1::Event]) -> String {
         table.push(cells, Vec::new());
     }
     table.render()
+}
+
+/// Formats the policy status: mode, pause, and the nodes with policy state.
+pub fn policy(view: &PolicyView) -> String {
+    let mut out = String::new();
+    field(&mut out, "Mode", &view.mode);
+    field(&mut out, "Policy file", &view.source);
+    match &view.paused {
+        Some(pause) => field(
+            &mut out,
+            "Automation",
+            &format!(
+                "PAUSED by {} since {}: {} (`novamedic resume` lifts it)",
+                pause.by,
+                pause.since.as_deref().unwrap_or("-"),
+                pause.reason
+            ),
+        ),
+        None => field(&mut out, "Automation", "running"),
+    }
+    if let Some(rules) = view.policy.get("rules").and_then(|rules| rules.as_array()) {
+        let names: Vec<String> = rules
+            .iter()
+            .map(|rule| {
+                format!(
+                    "{} ({} reports over {} s)",
+                    rule["condition"].as_str().unwrap_or("?"),
+                    rule["confirm_reports"],
+                    rule["confirm_seconds"]
+                )
+            })
+            .collect();
+        block(&mut out, "Rules", &names.join("\n"));
+    }
+    if let Some(node) = view.policy.get("node") {
+        field(
+            &mut out,
+            "Per node",
+            &format!(
+                "at most {} automated restarts per {} s, back-off from {} s",
+                node["max_restarts"], node["window_seconds"], node["backoff_seconds"]
+            ),
+        );
+    }
+    if let Some(fleet) = view.policy.get("fleet") {
+        field(
+            &mut out,
+            "Fleet",
+            &format!(
+                "at most {} in flight, {} s apart plus up to {} s jitter; storm guard at {}% \
+                 (at least {} nodes) or {} restarts per window",
+                fleet["max_in_flight"],
+                fleet["min_gap_seconds"],
+                fleet["jitter_seconds"],
+                fleet["storm_percent"],
+                fleet["storm_min_nodes"],
+                fleet["max_restarts_per_window"]
+            ),
+        );
+    }
+    if view.nodes.is_empty() {
+        out.push_str("\nNo node is silenced, needs a human or has automated restarts.\n");
+        return out;
+    }
+    out.push('\n');
+    let mut table = Table::new(&["NODE", "STATE", "RESTARTS", "IN FLIGHT", "DETAIL"]);
+    for node in &view.nodes {
+        let (state, detail) = if let Some(reason) = &node.needs_human {
+            ("needs human", reason.clone())
+        } else if let Some(until) = &node.silenced_until {
+            (
+                "silenced",
+                format!(
+                    "until {until} by {}: {}",
+                    node.silenced_by.as_deref().unwrap_or("-"),
+                    node.silence_reason.as_deref().unwrap_or("-")
+                ),
+            )
+        } else {
+            ("automated", node.last_decision.clone().unwrap_or_default())
+        };
+        let cells = vec![
+            node.node.clone(),
+            state.to_string(),
+            node.restarts_in_window.to_string(),
+            node.in_flight.clone().unwrap_or_else(|| "-".into()),
+            escape_control(&detail).into_owned(),
+        ];
+        table.push(cells, Vec::new());
+    }
+    out.push_str(&table.render());
+    out
 }
 
 fn notes(view: &NodeView) -> Vec<String> {

@@ -7,6 +7,7 @@
 //! recorded first, because the events are the audit trail of who restarted
 //! what.
 
+pub mod policy;
 mod restart;
 mod throttle;
 
@@ -19,7 +20,9 @@ pub use restart::RestartError;
 
 use crate::clock::now_unix_ms;
 use crate::fleet::{kind, Fleet, NotCurrent, StreamSender};
+use crate::policy::{Policy, PolicyState};
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
+use policy::PolicyRunner;
 use throttle::{ReportThrottle, UnsavedReport};
 
 /// Limits that shape restarts.
@@ -47,18 +50,36 @@ pub struct Controller {
     store: Store,
     limits: RestartLimits,
     report_writes: ReportThrottle,
+    policy: PolicyRunner,
 }
 
 impl Controller {
-    /// Loads every stored node into a new fleet.
-    pub async fn load(store: Store, limits: RestartLimits) -> Result<Self, StoreError> {
+    /// Loads every stored node into a new fleet, and the policy's saved
+    /// state. `policy_source` names where `policy` came from.
+    pub async fn load(
+        store: Store,
+        limits: RestartLimits,
+        policy: Policy,
+        policy_source: String,
+    ) -> Result<Self, StoreError> {
         let records = store.list_nodes().await?;
         tracing::info!(nodes = records.len(), db = %store.path().display(), "loaded the fleet");
+        let state = match store.load_policy_state().await? {
+            None => PolicyState::default(),
+            Some(json) => serde_json::from_str(&json).unwrap_or_else(|err| {
+                // A state this controller cannot read must not stop it: start
+                // with no memory, which only delays automated actions.
+                tracing::error!(error = %err, "cannot read the saved policy state; starting afresh");
+                PolicyState::default()
+            }),
+        };
+        tracing::info!(mode = %policy.mode, source = %policy_source, "self-healing policy loaded");
         Ok(Controller {
             fleet: Fleet::from_records(records, now_unix_ms()),
             store,
             limits,
             report_writes: ReportThrottle::default(),
+            policy: PolicyRunner::new(policy, state, policy_source),
         })
     }
 

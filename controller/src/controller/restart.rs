@@ -71,6 +71,17 @@ pub enum RestartError {
     ShuttingDown { node: String, command_id: String },
 }
 
+impl RestartError {
+    /// Returns whether the command may have reached the agent, so that the
+    /// restart may have happened although no outcome arrived.
+    pub fn may_have_run(&self) -> bool {
+        matches!(
+            self,
+            RestartError::NoResult { .. } | RestartError::ShuttingDown { .. }
+        )
+    }
+}
+
 impl Controller {
     /// Asks the node's agent to restart nova-compute and waits for the outcome.
     pub async fn restart(

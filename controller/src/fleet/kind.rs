@@ -22,3 +22,10 @@ pub const COMMAND_RESULT: &str = "command_result";
 pub const COMMAND_RESULT_REJECTED: &str = "command_result_rejected";
 /// A command result named a command id this controller never issued.
 pub const COMMAND_RESULT_UNMATCHED: &str = "command_result_unmatched";
+/// The self-healing policy decided something about a node: watching a
+/// condition, holding back and why, restarting, verifying, escalating.
+pub const POLICY_DECISION: &str = "policy_decision";
+/// The storm guard paused all automation.
+pub const STORM_GUARD: &str = "storm_guard";
+/// An operator paused, resumed, silenced, unsilenced or cleared automation.
+pub const POLICY_CONTROL: &str = "policy_control";

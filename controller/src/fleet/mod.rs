@@ -284,6 +284,16 @@ impl Fleet {
     }
 
     /// Returns the status of every node, ordered by name.
+    /// Returns the number of known nodes.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Returns whether no node is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn statuses(&self) -> Vec<v1::NodeStatus> {
         let mut statuses: Vec<_> = self.lock().values().map(NodeState::status).collect();
         statuses.sort_by(|a, b| a.node.cmp(&b.node));

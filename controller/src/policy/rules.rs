@@ -19,9 +19,11 @@ pub const DEFAULT_POLICY_PATH: &str = "/etc/novamedic/policy.toml";
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Restart nova-compute within the limits.
-    #[default]
     Enforce,
     /// Decide as `enforce` would and record the decision, but send nothing.
+    /// The built-in default: automation acts only once an operator has
+    /// read its recorded decisions and set `mode = "enforce"`.
+    #[default]
     DryRun,
     /// Evaluate nothing.
     Off,
@@ -172,7 +174,7 @@ pub struct FleetLimits {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            mode: Mode::Enforce,
+            mode: Mode::default(),
             rules: Condition::ALL
                 .iter()
                 .map(|&condition| default_rule(condition))

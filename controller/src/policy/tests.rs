@@ -55,8 +55,15 @@ fn restarted(at: i64, invocation: &str) -> Observation {
     obs
 }
 
+fn enforcing() -> Policy {
+    Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    }
+}
+
 fn engine() -> Engine {
-    Engine::new(Policy::default(), PolicyState::default())
+    Engine::new(enforcing(), PolicyState::default())
 }
 
 /// Feeds `node` one observation per report interval from `start`, built by
@@ -450,7 +457,7 @@ fn storm_guard_fleet_share() {
 
 #[test]
 fn storm_guard_rolling_failure() {
-    let mut policy = Policy::default();
+    let mut policy = enforcing();
     policy.fleet.max_in_flight = 1;
     policy.fleet.max_restarts_per_window = 4;
     policy.verify_seconds = 60;
@@ -555,7 +562,7 @@ fn state_round_trips_through_json() {
     let restored: PolicyState = serde_json::from_str(&json).unwrap();
     assert_eq!(&restored, engine.state());
     // A restored engine does not repeat the restart in flight.
-    let mut engine = Engine::new(Policy::default(), restored);
+    let mut engine = Engine::new(enforcing(), restored);
     let verdict = engine.observe("cn-1", &wedged(T0 + 50_000), 100, 0);
     assert!(matches!(verdict.decision, Decision::Verifying { .. }));
 }

@@ -59,7 +59,8 @@ pub(super) async fn insert_event(
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(event.time_unix_ms)
-    .bind(&event.node)
+    // An empty node is a fleet-wide event, stored as NULL.
+    .bind(Some(event.node.as_str()).filter(|node| !node.is_empty()))
     .bind(&event.kind)
     .bind(&event.detail)
     .bind(&event.actor)
@@ -73,7 +74,9 @@ fn event_from_row(row: &SqliteRow) -> Result<v1::Event, sqlx::Error> {
     Ok(v1::Event {
         id: row.try_get("id")?,
         time_unix_ms: row.try_get("time_unix_ms")?,
-        node: row.try_get("node")?,
+        node: row
+            .try_get::<Option<String>, _>("node")?
+            .unwrap_or_default(),
         kind: row.try_get("kind")?,
         detail: row.try_get("detail")?,
         actor: row.try_get("actor")?,

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod lock;
 mod nodes;
+mod policy;
 mod records;
 
 use std::path::{Path, PathBuf};

@@ -35,6 +35,11 @@ impl TestServer {
 
     /// Starts a controller on an existing database path (kept by the caller).
     pub async fn start_on(db: PathBuf) -> Self {
+        Self::start_with(db, novamedic::policy::Policy::default()).await
+    }
+
+    /// Starts a controller with a given self-healing policy.
+    pub async fn start_with(db: PathBuf, policy: novamedic::policy::Policy) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -42,6 +47,8 @@ impl TestServer {
         let config = ServerConfig {
             db: db.clone(),
             shutdown_drain: Duration::from_secs(2),
+            policy,
+            policy_source: "test".to_string(),
             ..ServerConfig::default()
         };
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -292,6 +299,12 @@ pub fn report(status: v1::HealthStatus, active_state: &str, reasons: &[&str]) ->
             .to_string(),
             main_pid: 100,
             invocation_id: "aaaa".to_string(),
+            process: (active_state == "active").then(|| v1::Process {
+                pid: 100,
+                state: "S".to_string(),
+                command_line: "/usr/bin/python3 /usr/bin/nova-compute".to_string(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         health: Some(v1::Health {
@@ -318,9 +331,12 @@ where
     false
 }
 
-/// Returns the kinds of a node's events, oldest first.
-pub async fn event_kinds(client: &mut OperatorServiceClient<Channel>, node: &str) -> Vec<String> {
-    let events = client
+/// Returns a node's events, oldest first; all events for an empty node.
+pub async fn node_events(
+    client: &mut OperatorServiceClient<Channel>,
+    node: &str,
+) -> Vec<v1::Event> {
+    let mut events = client
         .list_events(v1::ListEventsRequest {
             node: node.to_string(),
             limit: 1000,
@@ -329,5 +345,15 @@ pub async fn event_kinds(client: &mut OperatorServiceClient<Channel>, node: &str
         .expect("events listed")
         .into_inner()
         .events;
-    events.into_iter().rev().map(|e| e.kind).collect()
+    events.reverse();
+    events
+}
+
+/// Returns the kinds of a node's events, oldest first.
+pub async fn event_kinds(client: &mut OperatorServiceClient<Channel>, node: &str) -> Vec<String> {
+    node_events(client, node)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
 }
