@@ -43,8 +43,8 @@ impl Default for RpcProbeSettings {
 /// `service_down_time` of 60 s, at one short connection per probe.
 pub const DEFAULT_RPC_PROBE_INTERVAL_SECONDS: u64 = 30;
 
-/// Default `[rpc_probe] timeout_seconds`. A healthy nova-compute answers in
-/// milliseconds; the margin covers a busy one.
+/// Default `[rpc_probe] timeout_seconds`, a margin for a nova-compute busy
+/// with other RPC calls.
 pub const DEFAULT_RPC_PROBE_TIMEOUT_SECONDS: u64 = 10;
 
 /// The agent's settings after the file and the flags are merged.

@@ -215,8 +215,9 @@ fn check_instances_filesystem(
 }
 
 /// Adds the RPC probe's finding. A unit that is active but whose
-/// nova-compute does not answer on its queue does not serve, so the node is
-/// failed. An unknown probe (broker unreachable, no transport_url) says
+/// nova-compute does not reply on its queue does not serve, so the node is
+/// failed. A missing queue makes it degraded only, because nova-compute
+/// declares its queue again a few seconds after a broker restart. An unknown probe (broker unreachable, no transport_url) says
 /// nothing about nova-compute and adds nothing, and neither does a probe
 /// that finished before the unit's current run started: a restart makes it
 /// out of date.
@@ -228,13 +229,13 @@ fn check_rpc_probe(probe: &v1::RpcProbe, nova: &v1::NovaCompute, findings: &mut 
     if checked_at_us < i128::from(nova.inactive_exit_timestamp_us) {
         return;
     }
-    let what = match v1::RpcProbeState::try_from(probe.state) {
-        Ok(v1::RpcProbeState::NotResponding) => "does not answer RPC",
-        Ok(v1::RpcProbeState::NoQueue) => "has no RPC queue",
+    let (status, what) = match v1::RpcProbeState::try_from(probe.state) {
+        Ok(v1::RpcProbeState::NotResponding) => (HealthStatus::Failed, "does not answer RPC"),
+        Ok(v1::RpcProbeState::NoQueue) => (HealthStatus::Degraded, "has no RPC queue"),
         _ => return,
     };
     findings.add(
-        HealthStatus::Failed,
+        status,
         format!(
             "{} is active but nova-compute {what}: {}",
             unit_name(nova),
@@ -673,7 +674,7 @@ mod tests {
                 "no queue",
                 active.clone(),
                 probe(NoQueue, 2_000_000),
-                HealthStatus::Failed,
+                HealthStatus::Degraded,
             ),
             (
                 "broker down",
@@ -703,7 +704,7 @@ mod tests {
                 "{name}: {:?}",
                 health.reasons
             );
-            let mentions_rpc = health.reasons.iter().any(|r| r.contains("RPC"));
+            let mentions_rpc = health.reasons.iter().any(|r| r.contains(" RPC"));
             assert_eq!(
                 mentions_rpc,
                 name == "not responding" || name == "no queue",

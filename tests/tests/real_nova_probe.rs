@@ -192,7 +192,7 @@ fn rpc_reason(view: &Value) -> Option<String> {
 }
 
 #[test]
-fn broker_outage_is_unknown_not_a_fault() {
+fn broker_outage_unknown_missing_queue_no_queue() {
     let Some(probe) = Probe::boot("probe-broker", Vec::new(), None) else {
         return;
     };
@@ -245,6 +245,43 @@ fn broker_outage_is_unknown_not_a_fault() {
     probe.wait_alive(
         RECOVERY_TIMEOUT,
         "answering again after the broker returned",
+    );
+
+    // nova-compute stops and its queue is deleted: the broker returns the
+    // call, so a missing consumer differs from a silent one.
+    probe
+        .stack
+        .node
+        .stop(NOVA_COMPUTE_UNIT)
+        .unwrap_or_else(|err| probe.fail(&format!("{err:#}")));
+    probe.exec(&[
+        "rabbitmqctl",
+        "-q",
+        "delete_queue",
+        "-p",
+        "nova",
+        ROUTING_KEY,
+    ]);
+    let view = probe.wait_for(
+        FAULT_TIMEOUT,
+        "probe no_queue without nova-compute",
+        |view| probe_state(view) == "no_queue",
+    );
+    let detail = view["rpc_probe"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("NO_ROUTE"), "{}", view["rpc_probe"]);
+    assert_eq!(
+        view["rpc_probe"]["broker"], "127.0.0.1:5672",
+        "{}",
+        view["rpc_probe"]
+    );
+    probe
+        .stack
+        .node
+        .start(NOVA_COMPUTE_UNIT)
+        .unwrap_or_else(|err| probe.fail(&format!("{err:#}")));
+    probe.wait_alive(
+        RECOVERY_TIMEOUT,
+        "answering after nova-compute started again",
     );
 
     probe.assert_compute_log_clean();

@@ -6,7 +6,7 @@
 //! reply goes to) and `_unique_id` (the server's duplicate filter). The
 //! envelope wraps it as a JSON string: `{"oslo.version": "2.0",
 //! "oslo.message": "..."}` (`oslo_messaging/_drivers/common.py`,
-//! `serialize_msg`). The reply is another envelope whose message holds
+//! `serialize_msg`). The reply is another envelope whose message contains
 //! `_msg_id`, `result`, `failure` and `ending`
 //! (`_drivers/amqpdriver.py`, `AMQPIncomingMessage._send_reply`).
 
@@ -88,7 +88,7 @@ pub struct Reply {
     pub failure_class: Option<String>,
 }
 
-/// Why a message on the reply queue is not the reply to this call.
+/// The reason a message on the reply queue is not the reply to this call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
     #[error("reply is not JSON")]
@@ -99,8 +99,8 @@ pub enum ReplyError {
     OtherCall(String),
 }
 
-/// Decodes a message from the reply queue and checks that it answers the
-/// call with `msg_id`. A message without an envelope is read as the bare
+/// Decodes a message from the reply queue and checks that it is the reply
+/// to the call with `msg_id`. A message without an envelope is read as the bare
 /// message, as `_drivers/common.py` `deserialize_msg` does.
 pub fn parse_reply(body: &[u8], msg_id: &str) -> Result<Reply, ReplyError> {
     let outer: Value = serde_json::from_slice(body).map_err(|_| ReplyError::NotJson)?;

@@ -1,5 +1,5 @@
 //! The RPC liveness probe: an oslo.messaging call to nova-compute's own
-//! queue, which tells a nova-compute that consumes its queue from one that
+//! queue. It separates a nova-compute that consumes its queue from one that
 //! systemd shows as running but whose AMQP consumer is wedged.
 //!
 //! Every `interval` one task reads nova's config (the files on
@@ -12,10 +12,11 @@
 //! - alive: any reply, including `NoSuchMethod` or a version error;
 //! - not_responding: the call was routed to nova-compute's queue and no
 //!   reply came within the timeout;
-//! - no_queue: the broker returned the call (nothing bound to
-//!   `compute.HOST`) or the control exchange does not exist;
+//! - no_queue: the broker returned the call, because nothing is bound to
+//!   `compute.HOST`;
 //! - unknown: the probe could not ask, for example because no broker is
-//!   reachable or transport_url is missing. That is never a nova-compute
+//!   reachable, transport_url is missing, or the control exchange does not
+//!   exist yet (right after a broker restart). That is never a nova-compute
 //!   fault.
 //!
 //! The AMQP client is amqprs: it runs on the tokio runtime the agent
@@ -223,9 +224,10 @@ pub fn decide(
             ),
         ),
         CallOutcome::NoExchange { reply_text } => (
-            RpcProbeState::NoQueue,
+            RpcProbeState::Unknown,
             format!(
-                "exchange {} does not exist on virtual host {} ({reply_text}), so no nova service is connected",
+                "exchange {} does not exist on virtual host {} ({reply_text}): no nova service has \
+                 declared it since the broker started, or the virtual host is wrong",
                 target.exchange, target.virtual_host
             ),
         ),
@@ -287,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn returned_call_or_missing_exchange_is_no_queue() {
+    fn returned_call_no_queue_missing_exchange_unknown() {
         let (state, detail) = decided(CallOutcome::Returned {
             reply_text: "NO_ROUTE".into(),
         });
@@ -296,7 +298,7 @@ mod tests {
         let (state, detail) = decided(CallOutcome::NoExchange {
             reply_text: "NOT_FOUND - no exchange 'nova' in vhost 'nova'".into(),
         });
-        assert_eq!(state, RpcProbeState::NoQueue);
+        assert_eq!(state, RpcProbeState::Unknown);
         assert!(detail.contains("exchange nova"), "{detail}");
     }
 

@@ -1,4 +1,4 @@
-//! Where the probe sends its call: the brokers, credentials and virtual host
+//! The destination of the probe's call: the brokers, credentials and virtual host
 //! of nova's `transport_url`, the control exchange and nova-compute's
 //! routing key, read the way oslo.messaging 14 reads them.
 
@@ -65,8 +65,8 @@ pub struct ProbeTarget {
     pub tls: RabbitTls,
 }
 
-/// Why no target could be built. The messages never contain the URL, which
-/// holds the password.
+/// The reason no target could be built. The messages never contain the URL,
+/// which contains the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
     #[error("nova's transport_url is not set in {files}")]
