@@ -5,9 +5,10 @@
 //! The real nova stack, the agent and the controller run in one
 //! private-network container (`tests/src/private_nova.rs`). nova-compute
 //! gets nova's default `report_interval` of 10 s for this run. Each probe
-//! run freezes nova-compute, polls `novamedic nodes -o json` inside until
-//! the probe state is `not_responding`, then resumes it and waits for
-//! `alive`. The nova run freezes it once more and polls the conductor's
+//! run waits for a probe to find nova-compute alive and then for a shift
+//! (run k of n waits (k-1)/n of the probe interval), freezes nova-compute,
+//! polls `novamedic nodes -o json` inside until the probe state is
+//! `not_responding`, then resumes it. The nova run freezes it once more and polls the conductor's
 //! `services` row until its `updated_at` is older than 60 s, which is when
 //! nova's API and scheduler start calling the service down.
 //!
@@ -116,8 +117,12 @@ fn run() -> Result<()> {
     let stack = boot_private_nova_stack(&env, &rootfs, "bench-probe", &options)?;
     wait_for_state(&stack, "alive", Duration::from_secs(180))?;
 
+    let interval = Duration::from_secs(settings.interval_seconds);
     let mut probe_ms = Vec::new();
     for run in 1..=settings.runs {
+        // A probe has just found nova-compute alive, so freezing after a
+        // shift of (run - 1) / runs of the interval spreads the runs over it.
+        thread::sleep(interval * (run as u32 - 1) / settings.runs as u32);
         freeze(&stack, "SIGSTOP")?;
         let started = Instant::now();
         wait_for_state(&stack, "not_responding", Duration::from_secs(120))?;
@@ -129,10 +134,6 @@ fn run() -> Result<()> {
         probe_ms.push(elapsed.as_secs_f64() * 1000.0);
         freeze(&stack, "SIGCONT")?;
         wait_for_state(&stack, "alive", Duration::from_secs(120))?;
-        // Start the next freeze at another point of the probe interval.
-        thread::sleep(Duration::from_millis(
-            1700 * run as u64 % (settings.interval_seconds * 1000),
-        ));
     }
 
     let nova_ms = if settings.measure_nova {
