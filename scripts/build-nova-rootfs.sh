@@ -19,8 +19,10 @@ set -euo pipefail
 
 # nova-compute-ironic is the lightest package that provides
 # nova-compute-hypervisor: client libraries only, no libvirtd or qemu.
+# nftables and iproute2 (ss) let the liveness probe tests cut one AMQP
+# connection inside a container with a private network.
 PACKAGES="python3-nova nova-common nova-conductor nova-compute nova-compute-ironic
-rabbitmq-server python3-placement placement-common"
+rabbitmq-server python3-placement placement-common nftables iproute2"
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 config_dir=$repo_root/packaging/test/nova

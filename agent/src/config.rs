@@ -17,6 +17,36 @@ pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7400";
 /// Default directory for the command ledger, restart budget and log position.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/novamedic-agent";
 
+/// Settings of the RPC liveness probe, `[rpc_probe]` in agent.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcProbeSettings {
+    pub enabled: bool,
+    /// Time between the starts of two probes.
+    pub interval: Duration,
+    /// How long a probe waits for nova-compute's reply; also the call's
+    /// expiration in the broker.
+    pub timeout: Duration,
+}
+
+impl Default for RpcProbeSettings {
+    fn default() -> Self {
+        RpcProbeSettings {
+            enabled: true,
+            interval: Duration::from_secs(DEFAULT_RPC_PROBE_INTERVAL_SECONDS),
+            timeout: Duration::from_secs(DEFAULT_RPC_PROBE_TIMEOUT_SECONDS),
+        }
+    }
+}
+
+/// Default `[rpc_probe] interval_seconds`: a wedged nova-compute shows
+/// within half a minute plus the timeout, well before nova's own
+/// `service_down_time` of 60 s, at one short connection per probe.
+pub const DEFAULT_RPC_PROBE_INTERVAL_SECONDS: u64 = 30;
+
+/// Default `[rpc_probe] timeout_seconds`, a margin for a nova-compute busy
+/// with other RPC calls.
+pub const DEFAULT_RPC_PROBE_TIMEOUT_SECONDS: u64 = 10;
+
 /// The agent's settings after the file and the flags are merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -43,6 +73,7 @@ pub struct AgentConfig {
     /// Directory of operator signature files for the log classifier, read in
     /// addition to the shipped catalogue.
     pub signatures_dir: PathBuf,
+    pub rpc_probe: RpcProbeSettings,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +90,7 @@ impl Default for AgentConfig {
             nova_config_files: Vec::new(),
             nova_log_file: None,
             signatures_dir: PathBuf::from(novamedic_logs::DEFAULT_OPERATOR_DIR),
+            rpc_probe: RpcProbeSettings::default(),
         }
     }
 }
@@ -77,6 +109,15 @@ struct AgentFile {
     nova_config_files: Option<Vec<PathBuf>>,
     nova_log_file: Option<PathBuf>,
     signatures_dir: Option<PathBuf>,
+    rpc_probe: Option<RpcProbeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpcProbeFile {
+    enabled: Option<bool>,
+    interval_seconds: Option<u64>,
+    timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,8 +252,55 @@ impl AgentConfig {
             }
             config.signatures_dir = dir;
         }
+        if let Some(probe) = file.rpc_probe {
+            config.rpc_probe =
+                rpc_probe_settings(probe).map_err(|(key, expected)| ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key,
+                    expected,
+                })?;
+        }
         Ok(config)
     }
+}
+
+/// Checks `[rpc_probe]`: an interval of 1 to 3600 s and a timeout of 1 s
+/// up to the interval, so two probes never overlap.
+fn rpc_probe_settings(file: RpcProbeFile) -> Result<RpcProbeSettings, (&'static str, String)> {
+    let mut settings = RpcProbeSettings::default();
+    if let Some(enabled) = file.enabled {
+        settings.enabled = enabled;
+    }
+    if let Some(seconds) = file.interval_seconds {
+        if !(1..=3600).contains(&seconds) {
+            return Err((
+                "rpc_probe.interval_seconds",
+                format!("must be between 1 and 3600, got {seconds}"),
+            ));
+        }
+        settings.interval = Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = file.timeout_seconds {
+        if seconds == 0 {
+            return Err((
+                "rpc_probe.timeout_seconds",
+                "must be at least 1".to_string(),
+            ));
+        }
+        settings.timeout = Duration::from_secs(seconds);
+    }
+    if settings.timeout > settings.interval {
+        return Err((
+            "rpc_probe.timeout_seconds",
+            format!(
+                "must be at most rpc_probe.interval_seconds ({} s), got {} s; \
+                 raise the interval or lower the timeout",
+                settings.interval.as_secs(),
+                settings.timeout.as_secs()
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 /// Returns a one-line description of a TOML error: the line number and
@@ -364,6 +452,56 @@ mod tests {
             assert!(err.contains(key), "{text}: {err}");
             assert!(err.contains(expected), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn rpc_probe_defaults_and_values() {
+        let defaults = parse("").unwrap().rpc_probe;
+        assert!(defaults.enabled);
+        assert_eq!(defaults.interval, Duration::from_secs(30));
+        assert_eq!(defaults.timeout, Duration::from_secs(10));
+
+        let probe = parse("[rpc_probe]\ninterval_seconds = 2\ntimeout_seconds = 2\n")
+            .unwrap()
+            .rpc_probe;
+        assert_eq!(probe.interval, Duration::from_secs(2));
+        assert_eq!(probe.timeout, Duration::from_secs(2));
+
+        let probe = parse("[rpc_probe]\nenabled = false\n").unwrap().rpc_probe;
+        assert!(!probe.enabled);
+    }
+
+    #[test]
+    fn rpc_probe_bad_values_name_key() {
+        let cases = [
+            (
+                "[rpc_probe]\ninterval_seconds = 0",
+                "rpc_probe.interval_seconds",
+                "between 1 and 3600",
+            ),
+            (
+                "[rpc_probe]\ntimeout_seconds = 0",
+                "rpc_probe.timeout_seconds",
+                "at least 1",
+            ),
+            (
+                "[rpc_probe]\ninterval_seconds = 5\ntimeout_seconds = 6",
+                "rpc_probe.timeout_seconds",
+                "at most rpc_probe.interval_seconds (5 s)",
+            ),
+            (
+                "[rpc_probe]\ntimeout_seconds = 40",
+                "rpc_probe.timeout_seconds",
+                "at most rpc_probe.interval_seconds (30 s)",
+            ),
+        ];
+        for (text, key, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let err = parse("[rpc_probe]\ninterval = 5").unwrap_err().to_string();
+        assert!(err.contains("interval"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub fn evaluate(report: &v1::NodeReport) -> v1::Health {
     if let Some(log) = &report.log {
         check_log(log, &mut findings);
     }
+    if let (Some(probe), Some(nova)) = (&report.rpc_probe, &report.nova_compute) {
+        check_rpc_probe(probe, nova, &mut findings);
+    }
     findings.into_health()
 }
 
@@ -209,6 +212,36 @@ fn check_instances_filesystem(
             ),
         );
     }
+}
+
+/// Adds the RPC probe's finding. A unit that is active but whose
+/// nova-compute does not reply on its queue does not serve, so the node is
+/// failed. A missing queue makes it degraded only, because nova-compute
+/// declares its queue again a few seconds after a broker restart. An unknown probe (broker unreachable, no transport_url) says
+/// nothing about nova-compute and adds nothing, and neither does a probe
+/// that finished before the unit's current run started: a restart makes it
+/// out of date.
+fn check_rpc_probe(probe: &v1::RpcProbe, nova: &v1::NovaCompute, findings: &mut Findings) {
+    if nova.active_state != "active" {
+        return;
+    }
+    let checked_at_us = i128::from(probe.checked_at_unix_ms) * 1000;
+    if checked_at_us < i128::from(nova.inactive_exit_timestamp_us) {
+        return;
+    }
+    let (status, what) = match v1::RpcProbeState::try_from(probe.state) {
+        Ok(v1::RpcProbeState::NotResponding) => (HealthStatus::Failed, "does not answer RPC"),
+        Ok(v1::RpcProbeState::NoQueue) => (HealthStatus::Degraded, "has no RPC queue"),
+        _ => return,
+    };
+    findings.add(
+        status,
+        format!(
+            "{} is active but nova-compute {what}: {}",
+            unit_name(nova),
+            probe.detail
+        ),
+    );
 }
 
 /// Adds the log's findings. The log alone never makes the node failed: a
@@ -611,5 +644,73 @@ mod tests {
         let health = evaluate(&report);
         assert_eq!(health.status, HealthStatus::Unknown as i32);
         assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
+    }
+
+    #[test]
+    fn rpc_probe_rules() {
+        use v1::RpcProbeState::*;
+        let probe = |state: v1::RpcProbeState, checked_at_unix_ms: i64| v1::RpcProbe {
+            state: state as i32,
+            detail: "no reply from compute.node within 5000 ms".into(),
+            checked_at_unix_ms,
+            ..Default::default()
+        };
+        let mut active = unit("active", "running", "success");
+        active.inactive_exit_timestamp_us = 1_000_000_000;
+        let cases = [
+            (
+                "alive",
+                active.clone(),
+                probe(Alive, 2_000_000),
+                HealthStatus::Healthy,
+            ),
+            (
+                "not responding",
+                active.clone(),
+                probe(NotResponding, 2_000_000),
+                HealthStatus::Failed,
+            ),
+            (
+                "no queue",
+                active.clone(),
+                probe(NoQueue, 2_000_000),
+                HealthStatus::Degraded,
+            ),
+            (
+                "broker down",
+                active.clone(),
+                probe(Unknown, 2_000_000),
+                HealthStatus::Healthy,
+            ),
+            (
+                "before restart",
+                active.clone(),
+                probe(NotResponding, 999_999),
+                HealthStatus::Healthy,
+            ),
+            (
+                "unit inactive",
+                unit("inactive", "dead", "success"),
+                probe(NotResponding, 2_000_000),
+                HealthStatus::Failed,
+            ),
+        ];
+        for (name, nova, probe, expected) in cases {
+            let mut report = report(nova);
+            report.rpc_probe = Some(probe);
+            let health = evaluate(&report);
+            assert_eq!(
+                health.status, expected as i32,
+                "{name}: {:?}",
+                health.reasons
+            );
+            let mentions_rpc = health.reasons.iter().any(|r| r.contains(" RPC"));
+            assert_eq!(
+                mentions_rpc,
+                name == "not responding" || name == "no queue",
+                "{name}: {:?}",
+                health.reasons
+            );
+        }
     }
 }

@@ -13,6 +13,8 @@
 //! - `logwatch`: follows nova-compute's log file and journal and keeps the
 //!   faults that the signature catalogue finds in them;
 //! - `classify`: the `classify` subcommand, which diagnoses copied logs;
+//! - `probe`: an oslo.messaging RPC call to nova-compute's queue over
+//!   RabbitMQ, which shows whether nova-compute consumes it;
 //! - `transport`: the gRPC stream to the controller, with reconnects;
 //! - `report`: assembles the `NodeReport` that `check` prints and the
 //!   transport sends.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod executor;
 pub mod health;
 pub mod logwatch;
+pub mod probe;
 pub mod report;
 pub mod systemd;
 pub mod transport;

@@ -11,6 +11,7 @@ use novamedic_agent::config::{self, flag_error, AgentConfig, ConfigError};
 use novamedic_agent::executor::{Executor, ExecutorSettings};
 use novamedic_agent::health;
 use novamedic_agent::logwatch::{self, LogWatch, LogWatchSettings};
+use novamedic_agent::probe;
 use novamedic_agent::report::{self, ReportBuilder};
 use novamedic_agent::systemd::dbus::SystemdManager;
 use novamedic_agent::systemd::watch::spawn_unit_watch;
@@ -253,6 +254,9 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
         controller = %config.controller,
         state_dir = %config.state_dir.display(),
         report_interval_seconds = config.report_interval.as_secs(),
+        rpc_probe_enabled = config.rpc_probe.enabled,
+        rpc_probe_interval_seconds = config.rpc_probe.interval.as_secs(),
+        rpc_probe_timeout_seconds = config.rpc_probe.timeout.as_secs(),
         version = env!("CARGO_PKG_VERSION"),
         "agent starting"
     );
@@ -266,8 +270,12 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let builder = ReportBuilder::new(&config).with_log_watch(log_watch.clone());
-    let transport = Transport::new(config, executor, builder, unit_rx, transitions);
+    let probe = probe::spawn_probe(&config, unit_rx.clone());
+    let builder = ReportBuilder::new(&config)
+        .with_log_watch(log_watch.clone())
+        .with_probe(probe.clone());
+    let transport =
+        Transport::new(config, executor, builder, unit_rx, transitions).with_probe(probe);
     transport.run(shutdown_signal()).await;
     let _ = tokio::task::spawn_blocking(move || log_watch.stop()).await;
     tracing::info!("agent stopped");
@@ -310,8 +318,21 @@ async fn check(args: CheckArgs, utc_offset: time::UtcOffset) -> ExitCode {
     watch_task.abort();
     let settings = LogWatchSettings::from_config(&config, utc_offset);
     let mut resolve_targets = logwatch::node_resolver(&config, unit_rx.clone());
+    let rpc_probe = if config.rpc_probe.enabled {
+        let probe_config = config.clone();
+        let probe_unit_rx = unit_rx.clone();
+        let target = tokio::task::spawn_blocking(move || {
+            probe::resolve_target(&probe_config, &probe_unit_rx)
+        })
+        .await
+        .unwrap_or_else(|err| Err(format!("reading nova's config failed: {err}")));
+        Some(probe::probe_once(target, config.rpc_probe.timeout).await)
+    } else {
+        None
+    };
     let report = tokio::task::spawn_blocking(move || {
         let mut report = builder.build(&observation, v1::ReportTrigger::Connect, 1);
+        report.rpc_probe = rpc_probe;
         let targets = resolve_targets();
         report.log = Some(logwatch::read_recent(
             &settings,

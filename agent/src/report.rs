@@ -21,6 +21,7 @@ use crate::collect::resources::ResourceCollector;
 use crate::config::AgentConfig;
 use crate::health;
 use crate::logwatch::LogWatch;
+use crate::probe::ProbeHandle;
 use crate::systemd::UnitObservation;
 
 /// Builds reports; keeps the state that must live between them (sysinfo's
@@ -36,6 +37,8 @@ pub struct ReportBuilder {
     nova_config: NovaConfig,
     /// Source of the report's log section; `None` leaves it out.
     log_watch: Option<LogWatch>,
+    /// Source of the report's RPC probe result; `None` leaves it out.
+    probe: Option<ProbeHandle>,
 }
 
 impl ReportBuilder {
@@ -46,7 +49,14 @@ impl ReportBuilder {
             logged_warnings: HashSet::new(),
             nova_config: NovaConfig::default(),
             log_watch: None,
+            probe: None,
         }
+    }
+
+    /// Adds the latest RPC probe result of `probe` to every report.
+    pub fn with_probe(mut self, probe: ProbeHandle) -> Self {
+        self.probe = Some(probe);
+        self
     }
 
     /// Adds the faults of `log_watch` to every report.
@@ -85,6 +95,7 @@ impl ReportBuilder {
             health: None,
             transitions: Vec::new(),
             log: self.log_watch.as_ref().map(|w| w.report(now_unix_ms())),
+            rpc_probe: self.probe.as_ref().and_then(ProbeHandle::latest),
         };
         report.health = Some(health::evaluate(&report));
         report
@@ -188,6 +199,7 @@ pub fn render_table(view: &NodeView) -> String {
     let mut text = String::new();
     render_health(&mut text, view);
     render_nova_compute(&mut text, view);
+    render_rpc_probe(&mut text, view);
     render_resources(&mut text, view);
     render_filesystems(&mut text, view);
     render_guests(&mut text, view);
@@ -246,6 +258,25 @@ fn render_nova_compute(text: &mut String, view: &NodeView) {
             let _ = writeln!(text, "  process       not found");
         }
     }
+}
+
+fn render_rpc_probe(text: &mut String, view: &NodeView) {
+    let Some(probe) = &view.rpc_probe else {
+        let _ = writeln!(text, "  rpc probe     disabled");
+        return;
+    };
+    let _ = writeln!(
+        text,
+        "  rpc probe     {} ({} via {}): {}",
+        probe.summary(),
+        probe.routing_key,
+        if probe.broker.is_empty() {
+            "-"
+        } else {
+            &probe.broker
+        },
+        probe.detail
+    );
 }
 
 fn render_resources(text: &mut String, view: &NodeView) {

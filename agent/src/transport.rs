@@ -21,6 +21,7 @@ use tonic::transport::Endpoint;
 
 use crate::config::AgentConfig;
 use crate::executor::Executor;
+use crate::probe::ProbeHandle;
 use crate::report::ReportBuilder;
 use crate::systemd::{ServiceManager, UnitObservation};
 
@@ -165,6 +166,8 @@ pub struct Transport<M: ServiceManager> {
     sequence: u64,
     /// Whether the current stream reached HelloAck.
     connected: bool,
+    /// Wakes the stream to report when the RPC probe changes state.
+    probe: ProbeHandle,
 }
 
 /// Cause of a stream's end.
@@ -197,7 +200,14 @@ impl<M: ServiceManager> Transport<M> {
             undelivered: Arc::new(Mutex::new(VecDeque::new())),
             sequence: 0,
             connected: false,
+            probe: ProbeHandle::default(),
         }
+    }
+
+    /// Sends a report at once whenever `probe` changes state.
+    pub fn with_probe(mut self, probe: ProbeHandle) -> Self {
+        self.probe = probe;
+        self
     }
 
     /// Keeps a stream to the controller open until `shutdown` resolves.
@@ -302,6 +312,7 @@ impl<M: ServiceManager> Transport<M> {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
         let transitions = self.transitions.clone();
+        let probe = self.probe.clone();
         loop {
             tokio::select! {
                 _ = interval.tick() => {
@@ -309,6 +320,9 @@ impl<M: ServiceManager> Transport<M> {
                 }
                 _ = transitions.changed() => {
                     self.send_report(&up_tx, ReportTrigger::UnitChange).await?;
+                }
+                _ = probe.state_changed() => {
+                    self.send_report(&up_tx, ReportTrigger::RpcProbeChange).await?;
                 }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.handle_down(message, &up_tx),

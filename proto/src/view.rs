@@ -39,6 +39,9 @@ pub struct NodeView {
     /// nova-compute's log as the agent classifies it; `null` when the report
     /// has no log section (no report yet, or an agent that predates it).
     pub log: Option<LogView>,
+    /// The agent's latest RPC call to nova-compute; `null` before the first
+    /// probe, with the probe disabled, or from an agent that predates it.
+    pub rpc_probe: Option<RpcProbeView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +114,58 @@ pub struct GuestView {
     pub vcpus: u32,
     pub memory_bytes: u64,
     pub pid: u32,
+}
+
+/// The outcome of the agent's RPC call to nova-compute's queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct RpcProbeView {
+    /// `alive`, `not_responding`, `no_queue` or `unknown`.
+    pub state: &'static str,
+    /// Why the state is what it is; never holds credentials.
+    pub detail: String,
+    /// Round trip of the call; 0 unless `alive`.
+    pub latency_ms: u64,
+    /// When the probe finished, RFC 3339 in UTC.
+    pub checked_at: Option<String>,
+    /// Routing key of the call, for example `compute.compute-07`.
+    pub routing_key: String,
+    /// Broker as host:port; empty when none was reached or configured.
+    pub broker: String,
+    pub timeout_ms: u64,
+}
+
+impl RpcProbeView {
+    pub fn from_wire(probe: &v1::RpcProbe) -> Self {
+        RpcProbeView {
+            state: rpc_probe_state_name(probe.state),
+            detail: probe.detail.clone(),
+            latency_ms: probe.latency_ms,
+            checked_at: rfc3339_from_unix_ms(probe.checked_at_unix_ms),
+            routing_key: probe.routing_key.clone(),
+            broker: probe.broker.clone(),
+            timeout_ms: probe.timeout_ms,
+        }
+    }
+
+    /// Returns the state in a few words for a table cell: `alive 4 ms`,
+    /// `not_responding` or `unknown`.
+    pub fn summary(&self) -> String {
+        if self.state == "alive" {
+            format!("alive {} ms", self.latency_ms)
+        } else {
+            self.state.to_string()
+        }
+    }
+}
+
+/// Returns the lowercase word for an RPC probe state.
+pub fn rpc_probe_state_name(state: i32) -> &'static str {
+    match v1::RpcProbeState::try_from(state).unwrap_or(v1::RpcProbeState::Unspecified) {
+        v1::RpcProbeState::Alive => "alive",
+        v1::RpcProbeState::NotResponding => "not_responding",
+        v1::RpcProbeState::NoQueue => "no_queue",
+        v1::RpcProbeState::Unknown | v1::RpcProbeState::Unspecified => "unknown",
+    }
 }
 
 /// The agent's findings in nova-compute's log file and journal.
@@ -474,6 +529,7 @@ impl NodeView {
                     .collect(),
             },
             log: report.log.as_ref().map(LogView::from_wire),
+            rpc_probe: report.rpc_probe.as_ref().map(RpcProbeView::from_wire),
         }
     }
 
@@ -576,6 +632,45 @@ mod tests {
             assert!(json["guests"].get(key).is_some(), "guests.{key} missing");
         }
         assert!(json["log"].is_null(), "a report without a log section");
+        assert!(json["rpc_probe"].is_null(), "a report without a probe");
+    }
+
+    #[test]
+    fn rpc_probe_view_names_states() {
+        let cases = [
+            (v1::RpcProbeState::Alive, "alive", "alive 7 ms"),
+            (
+                v1::RpcProbeState::NotResponding,
+                "not_responding",
+                "not_responding",
+            ),
+            (v1::RpcProbeState::NoQueue, "no_queue", "no_queue"),
+            (v1::RpcProbeState::Unknown, "unknown", "unknown"),
+            (v1::RpcProbeState::Unspecified, "unknown", "unknown"),
+        ];
+        for (state, name, summary) in cases {
+            let report = v1::NodeReport {
+                rpc_probe: Some(v1::RpcProbe {
+                    state: state as i32,
+                    detail: "detail".into(),
+                    latency_ms: 7,
+                    checked_at_unix_ms: 1_700_000_000_000,
+                    routing_key: "compute.compute-01".into(),
+                    broker: "127.0.0.1:5672".into(),
+                    timeout_ms: 5000,
+                }),
+                ..Default::default()
+            };
+            let view = NodeView::from_report("compute-01", Some(&report), &v1::Health::default());
+            let probe = view.rpc_probe.as_ref().unwrap();
+            assert_eq!(probe.state, name);
+            assert_eq!(probe.summary(), summary);
+            let json = serde_json::to_value(&view).unwrap();
+            assert_eq!(json["rpc_probe"]["state"], name);
+            assert_eq!(json["rpc_probe"]["checked_at"], "2023-11-14T22:13:20Z");
+            assert_eq!(json["rpc_probe"]["routing_key"], "compute.compute-01");
+            assert_eq!(json["rpc_probe"]["timeout_ms"], 5000);
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Each [`Container`] boots systemd as PID 1 on the Debian tree that
 //! `scripts/build-rootfs.sh` builds, with `--volatile=overlay` so every write
 //! inside is thrown away at shutdown and containers never share state. The
-//! container shares the host's network namespace, so a controller listening
-//! on the host's 127.0.0.1 is reachable from inside.
+//! container shares the host's network namespace by default, so a controller
+//! listening on the host's 127.0.0.1 is reachable from inside;
+//! [`Network::Private`] gives it a namespace of its own instead.
 //!
 //! Each container starts from cgroup directories of its own (one per cgroup
 //! hierarchy) so two containers booted at the same time never share unit
@@ -88,6 +89,18 @@ impl Bind {
     }
 }
 
+/// The network namespace a container runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// The host's: a controller on the host's 127.0.0.1 is reachable, and
+    /// the container's listeners take the host's ports.
+    Host,
+    /// A namespace of its own with only a loopback interface
+    /// (`--private-network`): its ports never collide with the host's or
+    /// another container's, and it may change its own firewall.
+    Private,
+}
+
 /// A booted systemd container. Dropping it powers it off.
 pub struct Container {
     machine: String,
@@ -105,6 +118,17 @@ impl Container {
     /// name inside, is `name` plus this process's PID and a counter, so
     /// tests running in parallel never collide.
     pub fn boot(root: &Path, name: &str, binds: &[Bind], target: &str) -> Result<Self> {
+        Self::boot_in(root, name, binds, target, Network::Host)
+    }
+
+    /// Boots like [`Container::boot`], in the given network namespace.
+    pub fn boot_in(
+        root: &Path,
+        name: &str,
+        binds: &[Bind],
+        target: &str,
+        network: Network,
+    ) -> Result<Self> {
         if !root.join("usr/lib/systemd/systemd").exists() {
             bail!(
                 "{} is not a systemd tree; build it with scripts/build-rootfs.sh",
@@ -125,7 +149,7 @@ impl Container {
             cgroup_dirs,
             log_dir,
         };
-        let child = container.spawn_nspawn(root, binds, target)?;
+        let child = container.spawn_nspawn(root, binds, target, network)?;
         container.nspawn = Some(child);
         container.leader_pid = container.wait_for_leader()?;
         container.wait_until_running()?;
@@ -232,7 +256,13 @@ impl Container {
         self.log_dir.path().join("nspawn.log")
     }
 
-    fn spawn_nspawn(&self, root: &Path, binds: &[Bind], target: &str) -> Result<Child> {
+    fn spawn_nspawn(
+        &self,
+        root: &Path,
+        binds: &[Bind],
+        target: &str,
+        network: Network,
+    ) -> Result<Child> {
         let log = fs::File::create(self.log_path()).context("cannot create the nspawn log")?;
         let log_err = log.try_clone()?;
 
@@ -256,6 +286,9 @@ impl Container {
             .arg("--keep-unit")
             .arg("--volatile=overlay")
             .arg("--console=read-only");
+        if network == Network::Private {
+            command.arg("--private-network");
+        }
         for bind in binds {
             command.arg(bind.nspawn_arg());
         }

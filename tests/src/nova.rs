@@ -222,7 +222,7 @@ impl NovaNode {
 
     /// Waits until every unit of the stack is active, nova-compute logged
     /// its start and its service row counted a report.
-    fn wait_for_stack(&self) -> Result<()> {
+    pub fn wait_for_stack(&self) -> Result<()> {
         let deadline = Instant::now() + STACK_TIMEOUT;
         for unit in STACK_UNITS {
             self.wait_for_active(unit, deadline)?;
@@ -344,9 +344,16 @@ fn require_loopback_listeners() -> Result<()> {
 /// network namespace, which the container shares, from /proc/net/tcp and
 /// /proc/net/tcp6.
 pub fn tcp_listeners() -> Result<Vec<(IpAddr, u16)>> {
+    tcp_listeners_of("self")
+}
+
+/// Returns the listening TCP sockets of the network namespace of process
+/// `pid` (a host PID, or `self`), from /proc/PID/net/tcp and tcp6.
+pub fn tcp_listeners_of(pid: &str) -> Result<Vec<(IpAddr, u16)>> {
     let mut listeners = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+    for name in ["tcp", "tcp6"] {
+        let file = format!("/proc/{pid}/net/{name}");
+        let text = fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?;
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // Field 3 is the socket state; 0A is LISTEN.

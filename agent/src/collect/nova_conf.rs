@@ -33,6 +33,53 @@ const DEFAULT_LOG_FILE_NAME: &str = "nova-compute.log";
 /// a reference cycle such as `a = $b`, `b = $a`.
 const MAX_SUBSTITUTION_DEPTH: usize = 8;
 
+/// oslo.messaging's default `[DEFAULT] control_exchange`, which nova keeps.
+pub const DEFAULT_CONTROL_EXCHANGE: &str = "nova";
+
+/// The options of nova's config that address nova-compute's RPC server.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MessagingSettings {
+    /// `[DEFAULT] transport_url`, with credentials; `None` when unset.
+    pub transport_url: Option<String>,
+    pub control_exchange: String,
+    /// `[DEFAULT] host`; `None` means nova's default, the host name.
+    pub host: Option<String>,
+    pub tls: RabbitTls,
+}
+
+/// Hides the transport URL, which holds the broker password.
+impl std::fmt::Debug for MessagingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessagingSettings")
+            .field(
+                "transport_url",
+                &self.transport_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("control_exchange", &self.control_exchange)
+            .field("host", &self.host)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// `[oslo_messaging_rabbit]` TLS options (`ssl`, `ssl_ca_file`,
+/// `ssl_cert_file`, `ssl_key_file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RabbitTls {
+    pub enabled: bool,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Reads a boolean as oslo.config does: true, yes, on or 1, in any case.
+fn parse_bool(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "yes" | "on" | "1"
+    )
+}
+
 /// Options that nova-compute's command line sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandLineOptions {
@@ -137,6 +184,36 @@ impl NovaConfig {
             (Some(file), None) => Some(file),
             (None, Some(dir)) => Some(dir.join(DEFAULT_LOG_FILE_NAME)),
             (None, None) => None,
+        }
+    }
+
+    /// Returns the messaging settings nova-compute's RPC server uses: the
+    /// raw `transport_url` (which holds the broker password, so it must not
+    /// be logged), the control exchange, the service host name and the
+    /// RabbitMQ TLS options.
+    pub fn messaging(&self) -> MessagingSettings {
+        let rabbit = |key: &str| self.get("oslo_messaging_rabbit", key);
+        let tls_enabled = rabbit("ssl")
+            .or_else(|| rabbit("rabbit_use_ssl"))
+            .is_some_and(|value| parse_bool(&value));
+        MessagingSettings {
+            transport_url: self.get("DEFAULT", "transport_url"),
+            control_exchange: self
+                .get("DEFAULT", "control_exchange")
+                .unwrap_or_else(|| DEFAULT_CONTROL_EXCHANGE.to_string()),
+            host: self.get("DEFAULT", "host").filter(|host| !host.is_empty()),
+            tls: RabbitTls {
+                enabled: tls_enabled,
+                ca_file: rabbit("ssl_ca_file")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+                cert_file: rabbit("ssl_cert_file")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+                key_file: rabbit("ssl_key_file")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+            },
         }
     }
 
@@ -586,6 +663,54 @@ mod tests {
                 "{line} / {text}"
             );
         }
+    }
+
+    #[test]
+    fn messaging_settings_and_defaults() {
+        let defaults = config("").messaging();
+        assert_eq!(defaults.transport_url, None);
+        assert_eq!(defaults.control_exchange, "nova");
+        assert_eq!(defaults.host, None);
+        assert_eq!(defaults.tls, RabbitTls::default());
+
+        let settings = config(
+            "[DEFAULT]\n\
+             transport_url = rabbit://nova:s3cret@rabbit1:5672/nova\n\
+             control_exchange = openstack\n\
+             host = compute-07\n\
+             [oslo_messaging_rabbit]\n\
+             ssl = True\n\
+             ssl_ca_file = /etc/ssl/rabbit-ca.pem\n\
+             ssl_cert_file = /etc/ssl/client.pem\n\
+             ssl_key_file = /etc/ssl/client.key\n",
+        )
+        .messaging();
+        assert_eq!(
+            settings.transport_url.as_deref(),
+            Some("rabbit://nova:s3cret@rabbit1:5672/nova")
+        );
+        assert_eq!(settings.control_exchange, "openstack");
+        assert_eq!(settings.host.as_deref(), Some("compute-07"));
+        assert!(settings.tls.enabled);
+        assert_eq!(
+            settings.tls.ca_file,
+            Some(PathBuf::from("/etc/ssl/rabbit-ca.pem"))
+        );
+        assert_eq!(
+            settings.tls.cert_file,
+            Some(PathBuf::from("/etc/ssl/client.pem"))
+        );
+        assert_eq!(
+            settings.tls.key_file,
+            Some(PathBuf::from("/etc/ssl/client.key"))
+        );
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+
+        let legacy = config("[oslo_messaging_rabbit]\nrabbit_use_ssl = yes\n").messaging();
+        assert!(legacy.tls.enabled);
+        let off = config("[oslo_messaging_rabbit]\nssl = false\n").messaging();
+        assert!(!off.tls.enabled);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
         "NODE",
         "HEALTH",
         "NOVA-COMPUTE",
+        "RPC",
         "CPU%",
         "MEMORY",
         "INSTANCES FREE",
@@ -33,6 +34,9 @@ pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
             view.node.clone(),
             view.health.to_string(),
             unit_state(&view),
+            view.rpc_probe
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |probe| probe.summary()),
             if has_report {
                 format!("{:.1}", view.cpu.usage_percent)
             } else {
@@ -87,6 +91,7 @@ pub fn node(status: &v1::NodeStatus, now_unix_ms: i64) -> String {
         return out;
     }
     nova_compute_lines(&mut out, &view);
+    rpc_probe_lines(&mut out, &view, now_unix_ms);
     resource_lines(&mut out, &view);
     guest_lines(&mut out, &view);
     log_lines(&mut out, &view, now_unix_ms);
@@ -331,6 +336,30 @@ fn nova_compute_lines(out: &mut String, view: &NodeView) {
             &format!("{} (no process found)", nova.main_pid),
         ),
     }
+}
+
+fn rpc_probe_lines(out: &mut String, view: &NodeView, now_unix_ms: i64) {
+    let Some(probe) = &view.rpc_probe else {
+        field(
+            out,
+            "RPC probe",
+            "none yet (disabled, or no probe finished)",
+        );
+        return;
+    };
+    let mut summary = probe.state.to_string();
+    if probe.state == "alive" {
+        let _ = write!(summary, " in {} ms", probe.latency_ms);
+    }
+    let _ = write!(
+        summary,
+        ", {} via {}, checked {}",
+        dash_if_empty(&probe.routing_key),
+        dash_if_empty(&probe.broker),
+        seen_at(probe.checked_at.as_deref(), now_unix_ms)
+    );
+    field(out, "RPC probe", &summary);
+    field(out, "", &format!("└ {}", probe.detail));
 }
 
 fn resource_lines(out: &mut String, view: &NodeView) {

@@ -61,6 +61,15 @@ fn sample_status(node: &str, health: v1::HealthStatus, reasons: &[&str]) -> v1::
             }),
             ..Default::default()
         }),
+        rpc_probe: Some(v1::RpcProbe {
+            state: v1::RpcProbeState::Alive as i32,
+            detail: "compute.compute-01 replied with NoSuchMethod".into(),
+            latency_ms: 4,
+            checked_at_unix_ms: 1_001_000,
+            routing_key: "compute.compute-01".into(),
+            broker: "10.0.0.2:5672".into(),
+            timeout_ms: 10_000,
+        }),
         ..Default::default()
     };
     v1::NodeStatus {
@@ -110,6 +119,7 @@ fn nodes_table_row() {
         "NODE",
         "HEALTH",
         "NOVA-COMPUTE",
+        "RPC",
         "CPU%",
         "MEMORY",
         "INSTANCES FREE",
@@ -133,6 +143,7 @@ fn nodes_table_row() {
             "compute-01",
             "healthy",
             "active/running",
+            "alive 4 ms",
             "12.3",
             "10.0 GiB / 64.0 GiB",
             "812.0 GiB",
@@ -173,6 +184,8 @@ fn node_show_has_everything() {
         "Invocation: 0123abcd",
         "Main PID: 1234 (state S, RSS 1.0 GiB, CPU 12.3 s)",
         "Command: /usr/bin/nova-compute",
+        "RPC probe: alive in 4 ms, compute.compute-01 via 10.0.0.2:5672, checked 1970-01-01T00:16:41Z (2s ago)",
+        "└ compute.compute-01 replied with NoSuchMethod",
         "CPU: 8 cores, 12.3% used",
         "Memory: 10.0 GiB used of 64.0 GiB, 50.0 GiB available",
         "Uptime: 1d 1h 1m",
