@@ -56,9 +56,7 @@ pub fn observation_from_report(report: &v1::NodeReport, at_unix_ms: i64) -> Obse
             state: process.state.clone(),
             tracer_pid: process.tracer_pid,
         }),
-        // NOTE: the RPC probe's result is not in the report yet, so the
-        // rpc-not-responding rule never fires from agent reports.
-        rpc: RpcState::NotProbed,
+        rpc: report.rpc_probe.as_ref().map_or(RpcState::NotProbed, rpc_state),
         log: LogState {
             faults: log
                 .map(|log| {
@@ -86,6 +84,22 @@ pub fn observation_from_report(report: &v1::NodeReport, at_unix_ms: i64) -> Obse
         // work-in-progress checks see nothing.
         service: None,
         work_in_progress: Vec::new(),
+    }
+}
+
+/// Maps the agent's probe result. An unknown result is a broker outage only
+/// when the broker could not be reached; a missing transport_url or control
+/// exchange says nothing either way.
+fn rpc_state(probe: &v1::RpcProbe) -> RpcState {
+    let detail = probe.detail.clone();
+    match v1::RpcProbeState::try_from(probe.state).unwrap_or(v1::RpcProbeState::Unspecified) {
+        v1::RpcProbeState::Alive => RpcState::Alive,
+        v1::RpcProbeState::NotResponding => RpcState::NotResponding(detail),
+        v1::RpcProbeState::NoQueue => RpcState::NoQueue(detail),
+        v1::RpcProbeState::Unknown if detail.starts_with("broker unreachable") => {
+            RpcState::BrokerUnreachable(detail)
+        }
+        v1::RpcProbeState::Unknown | v1::RpcProbeState::Unspecified => RpcState::NotProbed,
     }
 }
 
