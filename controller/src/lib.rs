@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod fleet;
+pub mod openstack;
 pub mod operator_api;
 pub mod server;
 pub mod store;
