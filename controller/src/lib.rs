@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod diagnose;
 pub mod fleet;
 pub mod openstack;
 pub mod operator_api;

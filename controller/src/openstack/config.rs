@@ -287,6 +287,10 @@ pub fn load(
             let (name, cloud) = file_clouds.iter().next().expect("one cloud");
             (name.clone(), normalize(cloud.clone()))
         }
+        (None, None) if !overrides.values.is_empty() => {
+            sources.clear();
+            ("defaults".to_string(), Value::Object(Map::new()))
+        }
         (None, None) => return Err(ConfigError::NoCloud),
     };
     deep_merge(&mut cloud, nest_keys(&overrides.values));

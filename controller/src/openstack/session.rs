@@ -44,7 +44,9 @@ pub struct Client {
 
 struct Session {
     token: Secret,
-    expires_at: Option<OffsetDateTime>,
+    /// When to authenticate again: [`RENEW_BEFORE_EXPIRY`] before Keystone's
+    /// `expires_at`, or halfway through a shorter token's life.
+    renew_at: Option<OffsetDateTime>,
     catalog: Vec<CatalogEntry>,
     /// False for a configured token used without Keystone: it cannot be
     /// renewed, so a 401 is final.
@@ -293,15 +295,15 @@ impl Client {
     }
 
     /// Returns the locked session, authenticating first when there is none
-    /// or its token expires within [`RENEW_BEFORE_EXPIRY`].
+    /// or its renewal time has passed.
     async fn current_session(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<Session>>, ApiError> {
         let mut guard = self.session.lock().await;
         let fresh = guard
             .as_ref()
-            .is_some_and(|session| match session.expires_at {
-                Some(expires_at) => OffsetDateTime::now_utc() + RENEW_BEFORE_EXPIRY < expires_at,
+            .is_some_and(|session| match session.renew_at {
+                Some(renew_at) => OffsetDateTime::now_utc() < renew_at,
                 None => true,
             });
         if !fresh {
@@ -328,7 +330,7 @@ impl Client {
             let token = config.token.clone().unwrap_or_default();
             return Ok(Session {
                 token,
-                expires_at: None,
+                renew_at: None,
                 catalog: Vec::new(),
                 renewable: false,
             });
@@ -372,9 +374,18 @@ impl Client {
                 cause: "no X-Subject-Token header".to_string(),
             })?;
         let fields: TokenBody = decode(Service::Identity, &path, &body)?;
-        let expires_at = fields.token.expires_at.as_deref().and_then(|text| {
-            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-        });
+        let issued_at = OffsetDateTime::now_utc();
+        let renew_at = fields
+            .token
+            .expires_at
+            .as_deref()
+            .and_then(|text| {
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|expires_at| {
+                let margin = RENEW_BEFORE_EXPIRY.min((expires_at - issued_at) / 2);
+                expires_at - margin.max(time::Duration::ZERO)
+            });
         tracing::info!(
             cloud = config.name,
             expires_at = fields.token.expires_at,
@@ -382,7 +393,7 @@ impl Client {
         );
         Ok(Session {
             token,
-            expires_at,
+            renew_at,
             catalog: fields.token.catalog,
             renewable: true,
         })

@@ -14,26 +14,26 @@ pub struct Server {
     pub name: Option<String>,
     #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, rename = "OS-EXT-STS:vm_state")]
+    #[serde(default, rename(deserialize = "OS-EXT-STS:vm_state"))]
     pub vm_state: Option<String>,
-    #[serde(default, rename = "OS-EXT-STS:task_state")]
+    #[serde(default, rename(deserialize = "OS-EXT-STS:task_state"))]
     pub task_state: Option<String>,
-    #[serde(default, rename = "OS-EXT-STS:power_state")]
+    #[serde(default, rename(deserialize = "OS-EXT-STS:power_state"))]
     pub power_state: Option<i64>,
-    #[serde(default, rename = "OS-EXT-SRV-ATTR:host")]
+    #[serde(default, rename(deserialize = "OS-EXT-SRV-ATTR:host"))]
     pub host: Option<String>,
-    #[serde(default, rename = "OS-EXT-SRV-ATTR:hypervisor_hostname")]
+    #[serde(default, rename(deserialize = "OS-EXT-SRV-ATTR:hypervisor_hostname"))]
     pub hypervisor_hostname: Option<String>,
     #[serde(default)]
     pub host_status: Option<String>,
-    #[serde(default, rename = "OS-EXT-AZ:availability_zone")]
+    #[serde(default, rename(deserialize = "OS-EXT-AZ:availability_zone"))]
     pub availability_zone: Option<String>,
     #[serde(default)]
     pub flavor: Option<Flavor>,
     /// `""` for a server booted from a volume, else `{id, links}`.
     #[serde(default)]
     pub image: Value,
-    #[serde(default, rename = "os-extended-volumes:volumes_attached")]
+    #[serde(default, rename(deserialize = "os-extended-volumes:volumes_attached"))]
     pub volumes_attached: Vec<AttachedVolume>,
     #[serde(default)]
     pub fault: Option<Fault>,
@@ -184,11 +184,11 @@ pub struct Port {
     pub network_id: Option<String>,
     #[serde(default)]
     pub admin_state_up: Option<bool>,
-    #[serde(default, rename = "binding:host_id")]
+    #[serde(default, rename(deserialize = "binding:host_id"))]
     pub binding_host_id: Option<String>,
-    #[serde(default, rename = "binding:vif_type")]
+    #[serde(default, rename(deserialize = "binding:vif_type"))]
     pub binding_vif_type: Option<String>,
-    #[serde(default, rename = "binding:vnic_type")]
+    #[serde(default, rename(deserialize = "binding:vnic_type"))]
     pub binding_vnic_type: Option<String>,
     #[serde(default)]
     pub fixed_ips: Vec<FixedIp>,
@@ -214,7 +214,7 @@ pub struct Volume {
     pub size: Option<u64>,
     #[serde(default)]
     pub bootable: Option<String>,
-    #[serde(default, rename = "os-vol-host-attr:host")]
+    #[serde(default, rename(deserialize = "os-vol-host-attr:host"))]
     pub backend_host: Option<String>,
     #[serde(default)]
     pub migration_status: Option<String>,
