@@ -267,7 +267,7 @@ pub fn involved_hosts(
             add(host, "failed_event");
         }
     }
-    for event in compute_events {
+    for event in compute_events.filter(|event| !event.failed()) {
         if let Some(host) = event.host.as_deref() {
             add(host, "event");
         }

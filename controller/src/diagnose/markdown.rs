@@ -353,6 +353,8 @@ pub fn sequence(diagnosis: &Diagnosis) -> String {
         }
     }
 
+    // The hypervisor is drawn failing only when the verdict blames it.
+    let hypervisor_failed = diagnosis.verdict.cause == super::Cause::Hypervisor;
     let mut out = String::from(
         "sequenceDiagram\n    participant U as User\n    participant A as nova-api\n    participant S as Scheduler and conductor\n",
     );
@@ -386,11 +388,14 @@ pub fn sequence(diagnosis: &Diagnosis) -> String {
                     "A"
                 };
                 let _ = writeln!(out, "    {caller}->>{compute}: {name}");
-                let _ = writeln!(out, "    {compute}->>H: virt driver call");
-                if event.failed() {
+                if event.failed() && hypervisor_failed {
+                    let _ = writeln!(out, "    {compute}->>H: virt driver call");
                     let _ = writeln!(out, "    H--x{compute}: {outcome}");
                     let _ = writeln!(out, "    {compute}--x{caller}: Error");
+                } else if event.failed() {
+                    let _ = writeln!(out, "    {compute}--x{caller}: {outcome}");
                 } else {
+                    let _ = writeln!(out, "    {compute}->>H: virt driver call");
                     let _ = writeln!(out, "    H-->>{compute}: done");
                     let _ = writeln!(out, "    {compute}-->>{caller}: {outcome}");
                 }

@@ -345,8 +345,16 @@ fn structured_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
     };
 
     if let Some(image) = &diagnosis.image {
+        // An image deleted or deactivated after the build is common and
+        // harmless, so those weigh less than a mismatch with the flavor,
+        // which holds whenever the instance is built.
+        let weight = |problem: &str| match problem {
+            _ if !image.found => 1,
+            _ if problem.starts_with("image status") => 2,
+            _ => 3,
+        };
         for problem in &image.problems {
-            add(Cause::Image, 3, problem.clone());
+            add(Cause::Image, weight(problem), problem.clone());
         }
     }
     for volume in &diagnosis.volumes {
