@@ -1,5 +1,5 @@
 //! `novamedic diagnose`: loads OpenStack credentials, diagnoses one server
-//! or every server in ERROR, and asks the controller for its view of the
+//! or every server in ERROR, and reads the controller's reports of the
 //! hosts involved.
 
 use std::collections::BTreeMap;

@@ -140,7 +140,7 @@ pub fn summarize(diagnoses: Vec<Diagnosis>, host: Option<&str>) -> Summary {
     }
 }
 
-/// The terminal report: one block per cause with its servers.
+/// Formats the terminal report: one block per cause with its servers.
 pub fn render_text(summary: &Summary) -> String {
     let mut out = String::new();
     let scope = summary
@@ -182,7 +182,8 @@ pub fn render_text(summary: &Summary) -> String {
     out
 }
 
-/// The Markdown report: a count table, then the servers of each cause.
+/// Formats the Markdown report: a count table, then the servers of each
+/// cause.
 pub fn render_markdown(summary: &Summary) -> String {
     let mut out = String::from("# Instances in ERROR\n\n| cause | count |\n|---|---|\n");
     for group in &summary.groups {

@@ -235,8 +235,8 @@ async fn volume_checks(client: &Client, server: &Server) -> (Vec<VolumeCheck>, V
     (checks, missing)
 }
 
-/// The hosts involved, in order: the server's host, then the hosts of
-/// compute events, failed ones first.
+/// Lists the hosts involved, in order: the server's host, then the hosts
+/// of compute events, failed ones first.
 pub fn involved_hosts(
     server: &Server,
     actions: &[InstanceAction],

@@ -10,7 +10,7 @@ use super::text::last_lines;
 use super::Diagnosis;
 use crate::openstack::types::{ActionEvent, InstanceAction};
 
-/// Longest text put into one Mermaid label.
+/// Maximum length of one Mermaid label, in characters.
 const MERMAID_LABEL_CHARS: usize = 80;
 
 /// Actions drawn in the sequence diagram, newest first.
@@ -240,7 +240,7 @@ fn hosts_section(out: &mut String, diagnosis: &Diagnosis) {
     }
 }
 
-/// A Gantt chart of the actions (sections) and their events (tasks), or
+/// Builds a Gantt chart of the actions (sections) and their events (tasks), or
 /// `None` when no action has a start time.
 pub fn gantt(actions: &[InstanceAction]) -> Option<String> {
     let mut body = String::new();
@@ -335,7 +335,7 @@ fn push_task(
     );
 }
 
-/// A sequence diagram of the newest actions: the user's request, the
+/// Builds a sequence diagram of the newest actions: the user's request, the
 /// conductor's scheduling, each compute node's work and the hypervisor.
 pub fn sequence(diagnosis: &Diagnosis) -> String {
     let actions: Vec<&InstanceAction> = diagnosis.actions.iter().take(SEQUENCE_ACTIONS).collect();
@@ -496,7 +496,7 @@ fn inline(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A fenced code block whose fence is longer than any backtick run in the
+/// Writes a fenced code block whose fence is longer than any backtick run in the
 /// text.
 fn code_block(out: &mut String, text: &str) {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);

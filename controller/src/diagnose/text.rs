@@ -239,7 +239,7 @@ fn opt(value: &Option<String>) -> &str {
         .unwrap_or("-")
 }
 
-/// The last `count` non-empty lines of a traceback: the exception and its
+/// Returns the last `count` non-empty lines of a traceback: the exception and its
 /// message.
 pub fn last_lines(text: &str, count: usize) -> Vec<&str> {
     let lines: Vec<&str> = text

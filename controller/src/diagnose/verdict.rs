@@ -5,8 +5,8 @@
 //!
 //! The fault message alone is not enough: Nova cuts it at 255 characters,
 //! stores only the class name (`libvirtError`) for exceptions it did not
-//! raise, and after a rescheduled build says only "Exceeded maximum number
-//! of retries". So the fault's details, every event's details and
+//! raise, and after a rescheduled build it reads only "Exceeded maximum
+//! number of retries". So the fault's details, every event's details and
 //! traceback, the hosts' service records and novamedic's host reports are
 //! all read.
 
@@ -43,7 +43,7 @@ impl Cause {
         Cause::Unknown,
     ];
 
-    /// The snake_case name used in JSON.
+    /// Returns the snake_case name used in JSON.
     pub fn name(self) -> &'static str {
         match self {
             Cause::Image => "image",
@@ -254,7 +254,7 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
     }
 }
 
-/// The texts to search, each with where it came from.
+/// Collects the texts to search, each with where it came from.
 fn texts(diagnosis: &Diagnosis) -> Vec<(String, &str)> {
     let mut texts = Vec::new();
     if let Some(fault) = &diagnosis.server.fault {
@@ -283,7 +283,8 @@ fn texts(diagnosis: &Diagnosis) -> Vec<(String, &str)> {
     texts
 }
 
-/// One finding per matching signature, naming every source it matched in.
+/// Returns one finding per matching signature, naming every source it
+/// matched in.
 fn text_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
     let texts = texts(diagnosis);
     let mut findings = Vec::new();
@@ -307,7 +308,7 @@ fn text_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
     findings
 }
 
-/// The first line of any text that contains every part of `pattern`,
+/// Returns the first line of any text that contains every part of `pattern`,
 /// trimmed and shortened, so the evidence quotes the real message.
 fn first_line_containing(texts: &[(String, &str)], pattern: &str) -> Option<String> {
     let first_part = pattern.split('&').next()?;
@@ -347,7 +348,7 @@ fn structured_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
     if let Some(image) = &diagnosis.image {
         // An image deleted or deactivated after the build is common and
         // harmless, so those weigh less than a mismatch with the flavor,
-        // which holds whenever the instance is built.
+        // which applies whenever the instance is built.
         let weight = |problem: &str| match problem {
             _ if !image.found => 1,
             _ if problem.starts_with("image status") => 2,

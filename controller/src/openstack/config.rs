@@ -2,7 +2,7 @@
 //!
 //! A cloud named by `--os-cloud` or `OS_CLOUD` comes from the first
 //! `clouds.yaml` found, with the first `secure.yaml` found deep-merged over
-//! it; `OS_*` variables override its keys, and command-line flags override
+//! it. `OS_*` variables override its keys, and command-line flags override
 //! both. With no cloud named, the `OS_*` variables alone make the cloud.
 //! When neither is given and `clouds.yaml` holds exactly one cloud, that one
 //! is used, as openstacksdk does.
@@ -27,7 +27,7 @@ pub fn process_environment() -> Environment {
         .collect()
 }
 
-/// How the client proves who it is.
+/// The authentication method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthType {
     /// Keystone v3 password, project-scoped.

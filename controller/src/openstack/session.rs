@@ -31,9 +31,8 @@ const RENEW_BEFORE_EXPIRY: time::Duration = time::Duration::minutes(5);
 /// keeps returning a `next` link.
 const MAX_PAGES: usize = 10_000;
 
-/// An authenticated client of one cloud. Cheap to share by reference; the
-/// token is reused by every call until it nears expiry or a service
-/// answers 401.
+/// An authenticated client of one cloud, shared by reference. Every call
+/// reuses the token until it nears expiry or a service returns 401.
 pub struct Client {
     http: reqwest::Client,
     config: CloudConfig,
@@ -129,7 +128,8 @@ impl Client {
         &self.config
     }
 
-    /// The compute microversion in use, once the first compute call chose it.
+    /// Returns the compute microversion in use, once the first compute call
+    /// chose it.
     pub fn compute_microversion(&self) -> Option<&str> {
         self.compute_version.get().map(String::as_str)
     }
@@ -402,7 +402,7 @@ impl Client {
     /// Chooses the compute microversion once: [`COMPUTE_MICROVERSION`], or
     /// the cloud's maximum from the version document at `GET {compute_url}`
     /// when that is lower. Without a readable version document the client
-    /// keeps the pin, and Nova's 406 says so if it is out of range.
+    /// keeps the pin, and Nova returns 406 if it is out of range.
     async fn negotiate_compute_version(&self, token: &Secret, request_url: &str) -> String {
         let wanted = format!("{}.{}", COMPUTE_MICROVERSION.0, COMPUTE_MICROVERSION.1);
         let root = match self.endpoint(Service::Compute).await {
@@ -468,7 +468,7 @@ impl Client {
 }
 
 /// Picks the microversion for a version document `{"version": "2.100",
-/// "min_version": "2.1"}`: `wanted` when the range holds it, else the
+/// "min_version": "2.1"}`: `wanted` when the range contains it, else the
 /// range's nearer end.
 fn choose_version(version: &Value, wanted: (u32, u32)) -> Option<String> {
     let max = parse_version(version.get("version")?.as_str()?)?;
@@ -548,7 +548,8 @@ fn project_scope(config: &CloudConfig) -> Option<Value> {
     }}))
 }
 
-/// A domain by id, else by name, else Keystone's `default` domain.
+/// Builds a domain reference by id, else by name, else Keystone's
+/// `default` domain.
 fn domain(id: Option<&String>, name: Option<&String>) -> Value {
     match (id, name) {
         (Some(id), _) => json!({"id": id}),
@@ -571,7 +572,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_string))
 }
 
-/// The path of a URL, for messages: no scheme, host or query.
+/// Returns the path of a URL, for messages: no scheme, host or query.
 fn path_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|url| url.path().to_string())
