@@ -613,6 +613,58 @@ async fn missing_parts_reported_with_reason() {
 }
 
 #[tokio::test]
+async fn failed_and_slow_services_are_missing() {
+    let mock = Mock::start().await;
+    mock.add_server(
+        server("nova_get_server_error_build_aborted.json"),
+        vec![build_action()],
+    );
+    mock.with(|cloud| {
+        cloud.failing.push("/network/".into());
+        cloud.hanging.push("/image/".into());
+    });
+    let cloud = novamedic::openstack::config::load(
+        &mock.environment(),
+        &Default::default(),
+        &Default::default(),
+    )
+    .expect("config");
+    let client = novamedic::openstack::Client::new(cloud, Some(std::time::Duration::from_secs(1)))
+        .expect("client");
+
+    let diagnosis = diagnose::diagnose(&client, &healthy_fleet(), BUILD_ID)
+        .await
+        .expect("diagnosis despite two failed services");
+
+    let reason = |part: &str| {
+        diagnosis
+            .missing
+            .iter()
+            .find(|missing| missing.part == part)
+            .map(|missing| missing.reason.clone())
+            .unwrap_or_else(|| panic!("{part} not listed as missing: {:?}", diagnosis.missing))
+    };
+    let ports = reason("ports");
+    assert!(ports.contains("Neutron returned HTTP 503"), "{ports}");
+    assert!(
+        ports.contains("503 Service Unavailable"),
+        "the HTML body is shown as text: {ports}"
+    );
+    let image = reason("image");
+    assert!(
+        image.contains("Glance did not answer GET /image/v2/images/"),
+        "{image}"
+    );
+    assert!(image.contains("within 1 s"), "{image}");
+    assert_eq!(
+        diagnosis.verdict.cause,
+        Cause::Network,
+        "the fault and events still count"
+    );
+    assert_evidence(&diagnosis, "not checked, ports: Neutron returned HTTP 503");
+}
+
+#[tokio::test]
 async fn lookup_by_name_zero_one_several() {
     let mock = Mock::start().await;
     mock.add_server(

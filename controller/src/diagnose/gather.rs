@@ -275,6 +275,10 @@ pub fn involved_hosts(
     hosts
 }
 
+// NOTE: the host evidence is the agent's latest report only. nova-compute's
+// own log records for this instance's UUID and request ids (including
+// rotated and compressed files) would need a new agent command on the
+// stream, classified on the node and returned here.
 async fn host_checks(
     client: &Client,
     fleet: &impl FleetSource,

@@ -57,6 +57,10 @@ pub struct Cloud {
     pub compute_max_version: String,
     /// Lifetime of issued tokens, in seconds.
     pub token_lifetime_seconds: i64,
+    /// Path prefixes answered with a load balancer's 503 HTML page.
+    pub failing: Vec<String>,
+    /// Path prefixes answered only after [`HANG_SECONDS`].
+    pub hanging: Vec<String>,
     pub issued: Vec<String>,
     pub revoked: Vec<String>,
     pub auth_bodies: Vec<Value>,
@@ -73,6 +77,10 @@ impl Cloud {
             .collect()
     }
 }
+
+/// How long a hanging service takes to answer: longer than any request
+/// timeout the tests set.
+pub const HANG_SECONDS: u64 = 30;
 
 pub struct Mock {
     pub base: String,
@@ -228,6 +236,16 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let hangs = {
+        let cloud = cloud.lock().expect("cloud lock");
+        cloud
+            .hanging
+            .iter()
+            .any(|prefix| uri.path().starts_with(prefix))
+    };
+    if hangs {
+        tokio::time::sleep(std::time::Duration::from_secs(HANG_SECONDS)).await;
+    }
     let mut cloud = cloud.lock().expect("cloud lock");
     let path = uri.path().to_string();
     let query = query_map(&uri);
@@ -249,6 +267,14 @@ async fn handle(
         .is_some_and(|token| cloud.issued.contains(token) && !cloud.revoked.contains(token));
     if !valid {
         return reply(StatusCode::UNAUTHORIZED, fixture("keystone_error_401.json"));
+    }
+    if cloud.failing.iter().any(|prefix| path.starts_with(prefix)) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/html")],
+            "<html><body><h1>503 Service Unavailable</h1>\nNo server is available.</body></html>",
+        )
+            .into_response();
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
