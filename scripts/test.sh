@@ -80,3 +80,12 @@ cargo build --workspace --locked --bins
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+# The controller's diagnose test above wrote a Markdown report; render its
+# Mermaid diagrams with mermaid in headless Chromium (installed when root).
+if [[ $(id -u) -eq 0 ]] || { command -v chromium && command -v npm; } >/dev/null; then
+    step "rendering the diagnose report's Mermaid diagrams"
+    scripts/check-mermaid.sh target/diagnose-report/report.md
+else
+    echo "test.sh: not root and chromium or npm missing: skipping the Mermaid render check" >&2
+fi

@@ -12,13 +12,19 @@
 //! - [`server`]: binds, serves both services, marks stale nodes, shuts down.
 //! - [`config`]: the controller's TOML file.
 //! - [`cli`]: the `novamedic` command line, server and operator client in one.
+//! - [`openstack`]: a small OpenStack API client (Keystone, Nova, Glance,
+//!   Neutron, Cinder), used only by `novamedic diagnose`.
+//! - [`diagnose`]: why an instance is in ERROR, from the OpenStack APIs and
+//!   the fleet's reports.
 
 pub mod agent_api;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod diagnose;
 pub mod fleet;
+pub mod openstack;
 pub mod operator_api;
 pub mod policy;
 pub mod server;

@@ -20,7 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_REPLY_BYTES: usize = 256 << 20;
 
 /// Deadline of calls that only read state.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Extra time a restart call gets beyond its wait, so the controller's own
 /// DEADLINE_EXCEEDED status arrives before the client gives up.
@@ -34,7 +34,7 @@ pub struct Failure {
     pub message: String,
 }
 
-type Outcome = Result<u8, Failure>;
+pub(super) type Outcome = Result<u8, Failure>;
 
 pub async fn nodes(url: &str, format: OutputFormat) -> Outcome {
     let mut client = connect(url).await?;
@@ -50,7 +50,9 @@ pub async fn nodes(url: &str, format: OutputFormat) -> Outcome {
         OutputFormat::Json => {
             print_json(&nodes.iter().map(NodeView::from_status).collect::<Vec<_>>())?
         }
-        OutputFormat::Table => write_stdout(&render::nodes(&nodes, crate::clock::now_unix_ms()))?,
+        OutputFormat::Table | OutputFormat::Markdown => {
+            write_stdout(&render::nodes(&nodes, crate::clock::now_unix_ms()))?
+        }
     }
     Ok(0)
 }
@@ -68,7 +70,9 @@ pub async fn node_show(url: &str, format: OutputFormat, node: &str) -> Outcome {
         .into_inner();
     match format {
         OutputFormat::Json => print_json(&NodeView::from_status(&status))?,
-        OutputFormat::Table => write_stdout(&render::node(&status, crate::clock::now_unix_ms()))?,
+        OutputFormat::Table | OutputFormat::Markdown => {
+            write_stdout(&render::node(&status, crate::clock::now_unix_ms()))?
+        }
     }
     Ok(0)
 }
@@ -91,7 +95,7 @@ pub async fn restart(url: &str, format: OutputFormat, args: &RestartArgs) -> Out
     let view = RestartView::from_response(&response);
     match format {
         OutputFormat::Json => print_json(&view)?,
-        OutputFormat::Table => write_stdout(&render::restart(&view))?,
+        OutputFormat::Table | OutputFormat::Markdown => write_stdout(&render::restart(&view))?,
     }
     Ok(outcome_exit_code(view.outcome))
 }
@@ -113,7 +117,7 @@ pub async fn events(url: &str, format: OutputFormat, args: &EventsArgs) -> Outco
         OutputFormat::Json => {
             print_json(&events.iter().map(EventView::from_wire).collect::<Vec<_>>())?
         }
-        OutputFormat::Table => write_stdout(&render::events(&events))?,
+        OutputFormat::Table | OutputFormat::Markdown => write_stdout(&render::events(&events))?,
     }
     Ok(0)
 }
@@ -183,7 +187,7 @@ pub async fn policy(url: &str, format: OutputFormat, call: PolicyCall) -> Outcom
     let view = PolicyView::from_wire(&status);
     match format {
         OutputFormat::Json => print_json(&view)?,
-        OutputFormat::Table => write_stdout(&render::policy(&view))?,
+        OutputFormat::Table | OutputFormat::Markdown => write_stdout(&render::policy(&view))?,
     }
     Ok(0)
 }
@@ -204,7 +208,7 @@ fn outcome_exit_code(outcome: &str) -> u8 {
     }
 }
 
-async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>, Failure> {
+pub(super) async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>, Failure> {
     let endpoint = endpoint(url)?;
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
@@ -391,7 +395,7 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown-host".to_string())
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
+pub(super) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|err| Failure {
         exit_code: exit::FAILED,
         message: format!("cannot encode the response as JSON: {err}"),
@@ -402,7 +406,7 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
 /// Writes command output to stdout. A reader that went away (`| head`) ends
 /// the command quietly with exit 0, as for other Unix tools; any other write
 /// error, such as a full disk, fails it.
-fn write_stdout(text: &str) -> Result<(), Failure> {
+pub(super) fn write_stdout(text: &str) -> Result<(), Failure> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     let written = stdout

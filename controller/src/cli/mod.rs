@@ -2,6 +2,7 @@
 //! commands are an operator client of a running controller.
 
 mod client;
+mod diagnose;
 mod render;
 mod table;
 
@@ -12,6 +13,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::{Failure, MAX_REPLY_BYTES};
+pub use diagnose::{DiagnoseArgs, OpenStackArgs};
+pub use table::escape_control;
 
 /// Exit codes, also shown in `--help`.
 pub mod exit {
@@ -56,7 +59,8 @@ pub struct Cli {
     )]
     pub controller: String,
 
-    /// Output format: aligned text for people or JSON for scripts.
+    /// Output format: aligned text for people, JSON for scripts, or
+    /// Markdown for incident tickets (diagnose only).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
@@ -68,6 +72,7 @@ pub struct Cli {
 pub enum OutputFormat {
     Table,
     Json,
+    Markdown,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +89,10 @@ pub enum Command {
     Restart(RestartArgs),
     /// Show the event history, newest first.
     Events(EventsArgs),
+    /// Find out why an instance is in ERROR, from Nova, Glance, Neutron,
+    /// Cinder and novamedic's own host reports.
+    #[command(after_help = DIAGNOSE_HELP)]
+    Diagnose(Box<DiagnoseArgs>),
     /// Show the self-healing policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -162,6 +171,21 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     }
 }
 
+const DIAGNOSE_HELP: &str = "\
+Credentials are loaded as the openstack command line loads them: --os-cloud or
+OS_CLOUD selects a cloud in clouds.yaml (./, ~/.config/openstack, /etc/openstack)
+with secure.yaml merged over it; OS_* variables, then --os-* flags, override its
+keys. With no cloud named, the OS_* variables alone are used.
+
+Exit codes:
+  0  the report was produced (parts that could not be read are listed in it)
+  2  invalid arguments, credentials or configuration, or a name that matches
+     several servers
+  3  no such server
+  4  an OpenStack service cannot be reached
+  5  an OpenStack request timed out
+  1  any other failure";
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on, for example 127.0.0.1:7400 [default: from the
@@ -223,6 +247,10 @@ pub struct EventsArgs {
 
 /// Runs a parsed command line and returns the process's exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    if cli.output == OutputFormat::Markdown && !matches!(cli.command, Command::Diagnose(_)) {
+        eprintln!("novamedic: -o markdown is only for diagnose; use -o table or -o json");
+        return ExitCode::from(exit::USAGE);
+    }
     let result = match cli.command {
         Command::Serve(args) => return serve(args).await,
         Command::Nodes => client::nodes(&cli.controller, cli.output).await,
@@ -263,6 +291,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Diagnose(args) => diagnose::run(&cli.controller, cli.output, &args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -56,7 +56,10 @@ pub fn observation_from_report(report: &v1::NodeReport, at_unix_ms: i64) -> Obse
             state: process.state.clone(),
             tracer_pid: process.tracer_pid,
         }),
-        rpc: report.rpc_probe.as_ref().map_or(RpcState::NotProbed, rpc_state),
+        rpc: report
+            .rpc_probe
+            .as_ref()
+            .map_or(RpcState::NotProbed, rpc_state),
         log: LogState {
             faults: log
                 .map(|log| {
