@@ -5,11 +5,14 @@
 //! - `container`: real systemd booted with `systemd-nspawn`;
 //! - `fake_controller`: a stand-in controller that sends the agent any
 //!   command, for the checks the real controller cannot make;
+//! - `nova` and `nova_api`: the real Debian nova stack in a container, and
+//!   nova-api, the scheduler and Glance beside it;
 //! - `slice`: the agent and the stand-in nova-compute inside a container,
 //!   the controller on the host, and the CLI that drives them.
 
 pub mod container;
 pub mod fake_controller;
 pub mod nova;
+pub mod nova_api;
 pub mod slice;
 pub mod system_env;
