@@ -10,7 +10,7 @@ use novamedic_tests::nova_api::{NovaApi, MICROVERSION};
 use novamedic_tests::slice::Controller;
 
 #[test]
-fn server_without_valid_host_fails_with_fault_and_action() {
+fn oversized_server_fails_with_fault() {
     let Some((env, rootfs)) = require_nova_env() else {
         return;
     };
@@ -59,7 +59,7 @@ fn server_without_valid_host_fails_with_fault_and_action() {
     let message = fault["message"].as_str().unwrap_or_default();
     assert!(message.contains("No valid host was found"), "{server}");
     assert_eq!(fault["code"], 500, "{server}");
-    // Only the admin sees where the failure happened.
+    // The details (where the failure happened) are shown to admins only.
     assert!(fault["details"].is_string(), "{server}");
 
     // The create action lists the conductor's failed event.

@@ -102,6 +102,7 @@ impl Scenario {
             fault_with_id(view, signature_id).is_some()
         });
         let fault = fault_with_id(&view, signature_id).unwrap();
+        eprintln!("{signature_id}: {fault:#}");
         assert_eq!(fault["fault_kind"], fault_kind, "{fault}");
         assert_eq!(fault["restart_helps"], false, "{fault}");
         let restart = &view["log"]["restart"];
