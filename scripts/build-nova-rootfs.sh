@@ -2,7 +2,8 @@
 # Builds the Debian tree with the real nova-compute (Debian 12's nova 26, Zed)
 # that tests/tests/real_nova.rs boots with systemd-nspawn: nova-compute with
 # nova's fake virt driver, nova-conductor, the Placement API and RabbitMQ, all
-# on 127.0.0.1 only.
+# on 127.0.0.1 only. nova-api, nova-scheduler and Glance are installed but not
+# enabled: tests/src/nova_api.rs starts them in the tests that create servers.
 #
 # Usage: scripts/build-nova-rootfs.sh [ROOT]   (default: target/novamedic-nova-rootfs)
 #
