@@ -2,7 +2,8 @@
 # Builds the Debian tree with the real nova-compute (Debian 12's nova 26, Zed)
 # that tests/tests/real_nova.rs boots with systemd-nspawn: nova-compute with
 # nova's fake virt driver, nova-conductor, the Placement API and RabbitMQ, all
-# on 127.0.0.1 only.
+# on 127.0.0.1 only. nova-api, nova-scheduler and Glance are installed but not
+# enabled: tests/src/nova_api.rs starts them in the tests that create servers.
 #
 # Usage: scripts/build-nova-rootfs.sh [ROOT]   (default: target/novamedic-nova-rootfs)
 #
@@ -20,9 +21,13 @@ set -euo pipefail
 # nova-compute-ironic is the lightest package that provides
 # nova-compute-hypervisor: client libraries only, no libvirtd or qemu.
 # nftables and iproute2 (ss) let the liveness probe tests cut one AMQP
-# connection inside a container with a private network.
+# connection inside a container with a private network. python3-libvirt lets
+# the libvirt driver load, so that without libvirtd it fails on the
+# connection as on a real node. nova-api, nova-scheduler and glance-api serve
+# the tests that create servers; their units stay disabled.
 PACKAGES="python3-nova nova-common nova-conductor nova-compute nova-compute-ironic
-rabbitmq-server python3-placement placement-common nftables iproute2"
+rabbitmq-server python3-placement placement-common nftables iproute2
+python3-libvirt nova-api nova-scheduler glance-api curl"
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 config_dir=$repo_root/packaging/test/nova
@@ -157,6 +162,27 @@ install_config() {
     install_file 0644 hosts etc/hosts
 
     in_chroot "$tmp" systemctl enable --quiet placement-api.service
+
+    # nova-api, nova-scheduler and Glance serve only the tests that create
+    # servers: installed, disabled, started by those tests.
+    install_file 0640 nova-api.conf etc/nova/nova-api.conf
+    install_file 0640 nova-scheduler.conf etc/nova/nova-scheduler.conf
+    install_file 0644 default-nova-scheduler etc/default/nova-scheduler
+    in_chroot "$tmp" chown root:nova /etc/nova/nova-api.conf /etc/nova/nova-scheduler.conf
+    install_file 0644 nova-api-paste.ini etc/nova/nova-api-paste.ini
+    install_file 0644 novamedic_noauth_token.py \
+        usr/local/lib/novamedic-test/novamedic_noauth_token.py
+    install_file 0644 nova-api.service etc/systemd/system/nova-api.service
+    install_file 0755 novamedic-neutron-stand-in usr/local/bin/novamedic-neutron-stand-in
+    install_file 0644 neutron-stand-in.service etc/systemd/system/neutron-stand-in.service
+    install_file 0644 glance-api.service etc/systemd/system/glance-api.service
+    install_file 0640 glance-api.conf etc/glance/glance-api.conf
+    in_chroot "$tmp" chown root:glance /etc/glance/glance-api.conf
+    install_file 0644 no-start-limit.conf \
+        etc/systemd/system/nova-scheduler.service.d/no-start-limit.conf
+    in_chroot "$tmp" systemctl disable --quiet nova-api.service nova-scheduler.service \
+        glance-api.service
+    in_chroot "$tmp" systemctl mask --quiet nova-api-metadata.service
     # Pulled in by os-brick; nothing in the tests uses iSCSI.
     in_chroot "$tmp" systemctl mask --quiet iscsid.service iscsid.socket open-iscsi.service
 }
@@ -172,6 +198,8 @@ sync_databases() {
     in_chroot "$tmp" su -s /bin/sh nova -c "$manage cell_v2 map_cell0"
     in_chroot "$tmp" su -s /bin/sh nova -c "$manage cell_v2 create_cell --name cell1"
     in_chroot "$tmp" su -s /bin/sh nova -c "$manage db sync"
+    in_chroot "$tmp" su -s /bin/sh glance -c \
+        'glance-manage --config-file /etc/glance/glance-api.conf db_sync'
 }
 
 build_config_stage() {
@@ -191,7 +219,7 @@ build_config_stage() {
     fi
     unmount_chroot
     # Logs of the set-up commands would be read as nova-compute's own.
-    find "$tmp/var/log/nova" "$tmp/var/log/placement" -type f -delete 2>/dev/null || true
+    find "$tmp/var/log/nova" "$tmp/var/log/placement" "$tmp/var/log/glance" -type f -delete 2>/dev/null || true
 
     echo "$stamp" >"$tmp/$stamp_name"
     promote "$root"

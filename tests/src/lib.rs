@@ -7,6 +7,8 @@
 //!   command, for the checks the real controller cannot make;
 //! - `private_nova`: the real nova stack, the agent and the controller in
 //!   one container with a network namespace of its own;
+//! - `nova` and `nova_api`: the real Debian nova stack in a container, and
+//!   nova-api, the scheduler and Glance beside it;
 //! - `slice`: the agent and the stand-in nova-compute inside a container,
 //!   the controller on the host, and the CLI that drives them.
 
@@ -14,5 +16,6 @@ pub mod container;
 pub mod fake_controller;
 pub mod nova;
 pub mod private_nova;
+pub mod nova_api;
 pub mod slice;
 pub mod system_env;

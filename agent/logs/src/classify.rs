@@ -160,4 +160,21 @@ mod tests {
         assert!(advice.contains("`ram`"), "advice: {advice}");
         assert!(!advice.contains('{'), "unfilled placeholder: {advice}");
     }
+
+    #[test]
+    fn configuration_advice_names_the_file() {
+        let (catalogue, _) = Catalogue::shipped();
+        // As oslo.config 9.0 (Debian 12) writes it.
+        let text = "Unhandled error: oslo_config.cfg.ConfigFileValueError: Value for option report_interval from LocationInfo(location=<Locations.user: (4, True)>, detail='/etc/nova/nova-compute.conf') is not valid: invalid literal for int() with base 10: 'often'";
+        let sig = catalogue
+            .classify_text(text, Level::Critical)
+            .fault
+            .expect("match");
+        let advice = catalogue.signature(sig).render_advice(text);
+        assert!(advice.contains("`report_interval`"), "advice: {advice}");
+        assert!(
+            advice.contains("`/etc/nova/nova-compute.conf`"),
+            "advice: {advice}"
+        );
+    }
 }

@@ -1,0 +1,111 @@
+//! nova-api with `auth_strategy = noauth2` beside the real nova-compute:
+//! Debian 12's nova-api, nova-scheduler and Glance join the stack of
+//! real_nova.rs, and a server really fails to build there.
+//!
+//! Needs what real_nova.rs needs. The API units start only here, so the
+//! other real-nova tests boot no slower.
+
+use novamedic_tests::nova::{boot_nova_node, require_nova_env};
+use novamedic_tests::nova_api::{NovaApi, MICROVERSION};
+use novamedic_tests::slice::Controller;
+
+#[test]
+fn oversized_server_fails_with_fault() {
+    let Some((env, rootfs)) = require_nova_env() else {
+        return;
+    };
+    let controller = Controller::start(&env).expect("controller starts");
+    let node = boot_nova_node(&env, &rootfs, "realnova-api", &controller.url())
+        .unwrap_or_else(|err| panic!("nova node boots: {err:#}"));
+    let api = NovaApi::start(&node).unwrap_or_else(|err| panic!("nova-api starts: {err:#}"));
+    let fail = |message: String| -> ! { panic!("{message}\n{}", api.diagnostics()) };
+
+    // The version document names v2.1 and its microversions.
+    let root = api
+        .request_ok("GET", "/", None, 200)
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let versions = root["versions"].as_array().cloned().unwrap_or_default();
+    let current = versions
+        .iter()
+        .find(|v| v["id"] == "v2.1")
+        .unwrap_or_else(|| fail(format!("no v2.1 in {root}")));
+    assert_eq!(current["status"], "CURRENT", "{root}");
+    let max_version = current["version"].as_str().unwrap_or_default();
+    let minor = |v: &str| v.split_once('.').and_then(|(_, m)| m.parse::<u32>().ok());
+    assert!(
+        minor(max_version) >= minor(MICROVERSION),
+        "nova-api supports up to {max_version:?}, the tests use {MICROVERSION}"
+    );
+
+    // os-services lists the real nova-compute, enabled and up.
+    let compute = api
+        .service("nova-compute")
+        .unwrap_or_else(|err| fail(format!("{err:#}")))
+        .unwrap_or_else(|| fail("os-services lists no nova-compute".into()));
+    assert_eq!(compute["host"], "novamedic-test-compute", "{compute}");
+    assert_eq!(compute["status"], "enabled", "{compute}");
+    assert_eq!(compute["state"], "up", "{compute}");
+
+    // A server whose flavor fits no host ends in ERROR with the
+    // scheduler's fault.
+    let id = api
+        .boot_failed_server()
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let server = api
+        .server(&id)
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    assert_eq!(server["status"], "ERROR", "{server}");
+    let fault = &server["fault"];
+    let message = fault["message"].as_str().unwrap_or_default();
+    assert!(message.contains("No valid host was found"), "{server}");
+    assert_eq!(fault["code"], 500, "{server}");
+    // The details (where the failure happened) are shown to admins only.
+    assert!(fault["details"].is_string(), "{server}");
+
+    // The create action lists the conductor's failed event.
+    let actions = api
+        .request_ok(
+            "GET",
+            &format!("/v2.1/servers/{id}/os-instance-actions"),
+            None,
+            200,
+        )
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let actions = actions["instanceActions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let create = actions
+        .iter()
+        .find(|a| a["action"] == "create")
+        .unwrap_or_else(|| fail(format!("no create action in {actions:?}")));
+    let request_id = create["request_id"].as_str().unwrap_or_default();
+    let action = api
+        .request_ok(
+            "GET",
+            &format!("/v2.1/servers/{id}/os-instance-actions/{request_id}"),
+            None,
+            200,
+        )
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let events = action["instanceAction"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let failed = events
+        .iter()
+        .find(|e| e["result"] == "Error")
+        .unwrap_or_else(|| fail(format!("no failed event in {action}")));
+    assert_eq!(
+        failed["event"], "conductor_schedule_and_build_instances",
+        "{action}"
+    );
+    eprintln!("server {id} failed as expected: {message}");
+    // Memory of the stack with the API units, for the test environment's notes.
+    if let Ok(ps) = node
+        .container
+        .exec_ok(&["ps", "-eo", "rss,args", "--sort=-rss"])
+    {
+        eprintln!("{}", ps.lines().take(12).collect::<Vec<_>>().join("\n"));
+    }
+}
