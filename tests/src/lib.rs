@@ -15,7 +15,7 @@
 pub mod container;
 pub mod fake_controller;
 pub mod nova;
-pub mod private_nova;
 pub mod nova_api;
+pub mod private_nova;
 pub mod slice;
 pub mod system_env;
