@@ -6,7 +6,10 @@
 //! other real-nova tests boot no slower.
 
 use novamedic_tests::nova::{boot_nova_node, require_nova_env};
-use novamedic_tests::nova_api::{NovaApi, MICROVERSION};
+use novamedic_tests::nova_api::{NovaApi, GLANCE_API_URL, MICROVERSION};
+
+/// The Neutron stand-in's address inside the node, shared with the host.
+const NEUTRON_URL: &str = "http://127.0.0.1:9696";
 use novamedic_tests::slice::Controller;
 
 #[test]
@@ -101,6 +104,35 @@ fn oversized_server_fails_with_fault() {
         "{action}"
     );
     eprintln!("server {id} failed as expected: {message}");
+
+    // `novamedic diagnose` reads the same server from the real nova-api and
+    // names scheduling as the cause. The failed event names no compute host,
+    // because the scheduler found none.
+    let diagnosis = controller
+        .cli_json(&[
+            "diagnose",
+            &id,
+            "--os-auth-type",
+            "token",
+            "--os-token",
+            api.token(),
+            "--os-endpoint",
+            &format!("compute={}/v2.1", api.base_url()),
+            "--os-endpoint",
+            &format!("image={GLANCE_API_URL}"),
+            "--os-endpoint",
+            &format!("network={NEUTRON_URL}"),
+        ])
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    assert_eq!(diagnosis["server"]["id"], id.as_str(), "{diagnosis}");
+    assert_eq!(diagnosis["server"]["status"], "ERROR", "{diagnosis}");
+    assert_eq!(diagnosis["verdict"]["cause"], "scheduling", "{diagnosis}");
+    let evidence = diagnosis["verdict"]["evidence"].to_string();
+    assert!(evidence.contains("No valid host"), "{diagnosis}");
+    assert!(
+        !diagnosis.to_string().contains(api.token()),
+        "the token leaked into the report: {diagnosis}"
+    );
     // Memory of the stack with the API units, for the test environment's notes.
     if let Ok(ps) = node
         .container
