@@ -14,6 +14,7 @@
 //! - [`cli`]: the `novamedic` command line, server and operator client in one.
 
 pub mod agent_api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod fleet;
 pub mod operator_api;
 pub mod server;
 pub mod store;
+pub mod tls_listener;
 
 /// Version of this controller, sent to agents in HelloAck.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

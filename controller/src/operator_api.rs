@@ -6,6 +6,7 @@ use novamedic_proto::v1;
 use novamedic_proto::v1::operator_service_server::OperatorService;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authority, Role};
 use crate::controller::{Controller, RestartError};
 
 /// Events returned when a request sets limit 0.
@@ -18,11 +19,29 @@ pub const MAX_EVENT_LIMIT: u32 = 1000;
 #[derive(Clone, Debug)]
 pub struct OperatorApi {
     controller: Arc<Controller>,
+    authority: Arc<Authority>,
 }
 
 impl OperatorApi {
-    pub fn new(controller: Arc<Controller>) -> Self {
-        OperatorApi { controller }
+    pub fn new(controller: Arc<Controller>, authority: Arc<Authority>) -> Self {
+        OperatorApi {
+            controller,
+            authority,
+        }
+    }
+
+    /// Checks that the caller holds `role`, logging a refusal.
+    fn require<T>(
+        &self,
+        request: &Request<T>,
+        role: Role,
+        claimed_user: &str,
+    ) -> Result<String, Status> {
+        self.authority
+            .require(request, role, claimed_user)
+            .inspect_err(|status| {
+                tracing::warn!(role = role.as_str(), error = %status.message(), "operator request refused");
+            })
     }
 }
 
@@ -30,16 +49,21 @@ impl OperatorApi {
 impl OperatorService for OperatorApi {
     async fn list_nodes(
         &self,
-        _request: Request<v1::ListNodesRequest>,
+        request: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         let nodes = self.controller.fleet().statuses();
-        Ok(Response::new(v1::ListNodesResponse { nodes }))
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes,
+            insecure_plaintext: self.authority.plaintext,
+        }))
     }
 
     async fn get_node(
         &self,
         request: Request<v1::GetNodeRequest>,
     ) -> Result<Response<v1::NodeStatus>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         let node = request.into_inner().node;
         match self.controller.fleet().status(node.trim()) {
             Some(status) => Ok(Response::new(status)),
@@ -53,7 +77,11 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::RestartRequest>,
     ) -> Result<Response<v1::RestartResponse>, Status> {
-        let request = request.into_inner();
+        let actor = self.require(&request, Role::Operator, &request.get_ref().requested_by)?;
+        let mut request = request.into_inner();
+        // Under mutual TLS the certificate's name replaces whatever name the
+        // client sent, so the history records an authenticated identity.
+        request.requested_by = actor;
         tracing::info!(
             node = ?request.node,
             requested_by = ?request.requested_by,
@@ -70,6 +98,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_EVENT_LIMIT,
