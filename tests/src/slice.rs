@@ -73,6 +73,9 @@ pub fn agent_config(node: &str, controller_url: &str, settings: &AgentSettings) 
             "\n[restart_budget]\nmax_restarts = {max_restarts}\nwindow_seconds = {window_seconds}\n"
         ));
     }
+    // NOTE: the slice runs without TLS; the mutual-TLS paths are covered
+    // over loopback by the controller's tls tests.
+    text.push_str("\n[tls]\nenabled = false\n");
     text
 }
 
@@ -376,7 +379,7 @@ impl Controller {
     fn config_text(&self) -> String {
         let db = self.dir.path().join("novamedic.db");
         format!(
-            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n",
+            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n[tls]\nenabled = false\n",
             self.port,
             db.display()
         )

@@ -112,6 +112,7 @@ async fn start() -> Harness {
     let server_config = ServerConfig {
         listen: addr,
         db: dirs.path().join("controller/novamedic.db"),
+        transport: novamedic::config::Transport::Plaintext,
         ..Default::default()
     };
     let (stop_controller, controller_stopped) = oneshot::channel::<()>();
@@ -135,6 +136,7 @@ async fn start() -> Harness {
     let config = AgentConfig {
         node: NODE.to_string(),
         controller: format!("http://{addr}"),
+        tls: None,
         state_dir: dirs.path().join("agent"),
         // Long enough that no periodic report interferes: every report a
         // test sees is the connect report or one sent for a unit change.

@@ -37,6 +37,11 @@ pub struct Failure {
 
 type Outcome = Result<u8, Failure>;
 
+/// Footer of the `nodes` table when the controller serves plain text.
+const PLAINTEXT_WARNING: &str = "WARNING: the controller runs with --insecure-plaintext: its \
+connections are neither encrypted nor authenticated, and anyone who reaches it may restart \
+nova-compute\n";
+
 /// The controller to call and the client certificate to call it with.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -56,18 +61,18 @@ pub async fn nodes(target: &Target, format: OutputFormat) -> Outcome {
         .await
         .map_err(|status| call_failure(url, status))?
         .into_inner();
-    if response.insecure_plaintext {
-        eprintln!(
-            "novamedic: WARNING: the controller runs without TLS: its connections are neither \
-             encrypted nor authenticated"
-        );
-    }
     let nodes = response.nodes;
     match format {
         OutputFormat::Json => {
             print_json(&nodes.iter().map(NodeView::from_status).collect::<Vec<_>>())?
         }
-        OutputFormat::Table => write_stdout(&render::nodes(&nodes, crate::clock::now_unix_ms()))?,
+        OutputFormat::Table => {
+            let mut text = render::nodes(&nodes, crate::clock::now_unix_ms());
+            if response.insecure_plaintext {
+                text.push_str(PLAINTEXT_WARNING);
+            }
+            write_stdout(&text)?
+        }
     }
     Ok(0)
 }
