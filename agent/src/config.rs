@@ -455,4 +455,54 @@ mod tests {
         assert_eq!(config, AgentConfig::default());
         assert!(AgentConfig::load(Path::new("/nonexistent/agent.toml"), true).is_err());
     }
+
+    #[test]
+    fn tls_table_is_read() {
+        let config = parse(
+            "[tls]\ncert = \"/t/n.crt\"\nkey = \"/t/n.key\"\nca = \"/t/ca.crt\"\ncrl = \"/t/ca.crl\"\n",
+        )
+        .unwrap();
+        let expected = TlsFiles {
+            cert: PathBuf::from("/t/n.crt"),
+            key: PathBuf::from("/t/n.key"),
+            ca: PathBuf::from("/t/ca.crt"),
+            crl: Some(PathBuf::from("/t/ca.crl")),
+        };
+        assert_eq!(config.tls, Some(expected));
+        assert_eq!(parse("").unwrap().tls, Some(default_tls_files()));
+        assert_eq!(parse("[tls]\nenabled = false\n").unwrap().tls, None);
+    }
+
+    #[test]
+    fn scheme_must_match_tls_setting() {
+        let plaintext_https = AgentConfig {
+            tls: None,
+            ..AgentConfig::default()
+        };
+        let message = plaintext_https.check_transport().unwrap_err().to_string();
+        assert!(
+            message.contains("must start with http:// when TLS is off"),
+            "{message}"
+        );
+
+        let tls_http = AgentConfig {
+            controller: "http://127.0.0.1:7400".to_string(),
+            ..AgentConfig::default()
+        };
+        let message = tls_http.check_transport().unwrap_err().to_string();
+        assert!(message.contains("must start with https://"), "{message}");
+
+        let missing_files = AgentConfig {
+            tls: Some(TlsFiles {
+                cert: PathBuf::from("/nonexistent/node.crt"),
+                ..default_tls_files()
+            }),
+            ..AgentConfig::default()
+        };
+        let message = missing_files.check_transport().unwrap_err().to_string();
+        assert!(
+            message.contains("certificate file /nonexistent/node.crt: is missing"),
+            "{message}"
+        );
+    }
 }
