@@ -21,6 +21,7 @@ use novamedic_tls::{CertKind, PeerIdentity};
 
 use crate::auth::Authority;
 use crate::controller::Controller;
+use crate::fleet::StreamPeer;
 use crate::store::HelloRecord;
 
 /// Time an agent has to send its Hello after opening the stream.
@@ -53,6 +54,7 @@ impl AgentApi {
         &self,
         hello: &v1::Hello,
         certificate: &PeerIdentity,
+        peer: &str,
     ) -> Result<(), Status> {
         if certificate.kind != Some(CertKind::Node) {
             return Err(Status::permission_denied(format!(
@@ -66,7 +68,7 @@ impl AgentApi {
             return Ok(());
         }
         let detail = format!(
-            "rejected a stream that claimed node {claimed:?} with the certificate of {}",
+            "rejected a stream from {peer} that claimed node {claimed:?} with the certificate of {}",
             certificate.describe()
         );
         self.controller
@@ -100,7 +102,7 @@ impl AgentService for AgentApi {
             tracing::warn!(peer = %peer, node = ?hello.node, error = %status.message(), "stream rejected");
         })?;
         if let Some(certificate) = &certificate {
-            self.check_certificate(&hello, certificate)
+            self.check_certificate(&hello, certificate, &peer)
                 .await
                 .inspect_err(|status| {
                     tracing::warn!(peer = %peer, node = ?hello.node, error = %status.message(), "stream rejected");
@@ -115,7 +117,14 @@ impl AgentService for AgentApi {
         let node = record.node.clone();
         let connection_id = self
             .controller
-            .accept_hello(record, sender, certificate.clone())
+            .accept_hello(
+                record,
+                sender,
+                StreamPeer {
+                    address: peer.clone(),
+                    certificate,
+                },
+            )
             .await
             .map_err(|conflict| {
                 Status::permission_denied(format!(

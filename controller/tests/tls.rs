@@ -339,6 +339,11 @@ async fn second_cert_for_connected_node_rejected() {
         "{}",
         rejected.detail
     );
+    assert!(
+        rejected.detail.contains("connected from 127.0.0.1:"),
+        "{}",
+        rejected.detail
+    );
 
     // The same certificate may reconnect: it replaces its own stream.
     try_attach(server.addr, &first, hello("compute-01"))

@@ -203,3 +203,79 @@ fn certified_key(
     })?;
     Ok(certified)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a self-signed certificate valid from `not_before` to
+    /// `not_after` (days from now) and its key into `dir`.
+    fn write_cert(dir: &Path, not_before: i64, not_after: i64) -> TlsFiles {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["node".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(not_before);
+        params.not_after = now + time::Duration::days(not_after);
+        let cert = params.self_signed(&key).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("node.crt"),
+            key: dir.join("node.key"),
+            ca: dir.join("node.crt"),
+            crl: None,
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn valid_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_cert(dir.path(), -1, 1);
+        let material = TlsMaterial::load(&files).unwrap();
+        assert_eq!(material.cert_chain.len(), 1);
+        assert!(material.crls.is_empty());
+    }
+
+    #[test]
+    fn expired_cert_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_cert(dir.path(), -10, -1);
+        let message = TlsMaterial::load(&files).unwrap_err().to_string();
+        assert!(message.starts_with("certificate file"), "{message}");
+        assert!(message.contains("node.crt"), "{message}");
+        assert!(message.contains("expired on"), "{message}");
+    }
+
+    #[test]
+    fn future_cert_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_cert(dir.path(), 2, 10);
+        let message = TlsMaterial::load(&files).unwrap_err().to_string();
+        assert!(message.contains("is not valid before"), "{message}");
+    }
+
+    #[test]
+    fn unreadable_and_non_pem_files_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_cert(dir.path(), -1, 1);
+        let key_is_directory = TlsFiles {
+            key: dir.path().to_path_buf(),
+            ..files.clone()
+        };
+        let message = TlsMaterial::load(&key_is_directory)
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("private key file"), "{message}");
+        assert!(message.contains("cannot be read"), "{message}");
+
+        std::fs::write(dir.path().join("garbage.key"), "not a key\n").unwrap();
+        let garbage_key = TlsFiles {
+            key: dir.path().join("garbage.key"),
+            ..files
+        };
+        let message = TlsMaterial::load(&garbage_key).unwrap_err().to_string();
+        assert!(message.contains("garbage.key"), "{message}");
+        assert!(message.contains("no PEM private key"), "{message}");
+    }
+}

@@ -19,7 +19,7 @@ use novamedic_tls::PeerIdentity;
 pub use restart::RestartError;
 
 use crate::clock::now_unix_ms;
-use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamSender};
+use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
 use throttle::{ReportThrottle, UnsavedReport};
 
@@ -79,23 +79,24 @@ impl Controller {
         &self,
         hello: HelloRecord,
         sender: StreamSender,
-        certificate: Option<PeerIdentity>,
+        peer: StreamPeer,
     ) -> Result<u64, CertificateConflict> {
         let now = now_unix_ms();
-        let connected = match self.fleet.connect_with_certificate(
-            hello.clone(),
-            sender,
-            certificate.clone(),
-            now,
-        ) {
+        let offered = peer
+            .certificate
+            .as_ref()
+            .map_or_else(String::new, PeerIdentity::describe);
+        let address = peer.address.clone();
+        let connected = match self
+            .fleet
+            .connect_with_certificate(hello.clone(), sender, peer, now)
+        {
             Ok(connected) => connected,
             Err(conflict) => {
-                let offered = certificate
-                    .as_ref()
-                    .map_or_else(String::new, PeerIdentity::describe);
                 let detail = format!(
-                    "rejected a stream with certificate {offered}: the node is connected under \
-                     certificate {}",
+                    "rejected a stream from {address} with certificate {offered}: the node is \
+                     connected from {} under certificate {}",
+                    conflict.connected_address,
                     conflict.connected.describe()
                 );
                 self.record_rejected_stream(&hello.node, detail).await;

@@ -53,9 +53,16 @@ struct NodeState {
 struct Connection {
     id: u64,
     sender: StreamSender,
-    /// The client certificate the stream was opened with; `None` in
-    /// plain-text mode.
-    certificate: Option<PeerIdentity>,
+    peer: StreamPeer,
+}
+
+/// Who opened an agent stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamPeer {
+    /// Remote IP address and port, or "unknown".
+    pub address: String,
+    /// The verified client certificate; `None` in plain-text mode.
+    pub certificate: Option<PeerIdentity>,
 }
 
 #[derive(Debug)]
@@ -89,6 +96,8 @@ pub struct HealthUpdate {
 pub struct CertificateConflict {
     /// The certificate of the stream that stays open.
     pub connected: PeerIdentity,
+    /// The remote address of the stream that stays open.
+    pub connected_address: String,
 }
 
 /// A report that arrived on a stream that is no longer the node's current one.
@@ -150,7 +159,7 @@ impl Fleet {
     /// Registers an accepted plain-text stream; see
     /// [`Fleet::connect_with_certificate`].
     pub fn connect(&self, hello: HelloRecord, sender: StreamSender, now_unix_ms: i64) -> Connected {
-        self.connect_with_certificate(hello, sender, None, now_unix_ms)
+        self.connect_with_certificate(hello, sender, StreamPeer::default(), now_unix_ms)
             .expect("a stream without a certificate never conflicts")
     }
 
@@ -162,17 +171,18 @@ impl Fleet {
         &self,
         hello: HelloRecord,
         sender: StreamSender,
-        certificate: Option<PeerIdentity>,
+        peer: StreamPeer,
         now_unix_ms: i64,
     ) -> Result<Connected, CertificateConflict> {
         let node = hello.node.clone();
         let mut events = Vec::new();
         let mut nodes = self.lock();
         if let Some(open) = nodes.get(&node).and_then(|state| state.connection.as_ref()) {
-            if let (Some(open_cert), Some(new_cert)) = (&open.certificate, &certificate) {
+            if let (Some(open_cert), Some(new_cert)) = (&open.peer.certificate, &peer.certificate) {
                 if open_cert.fingerprint != new_cert.fingerprint {
                     return Err(CertificateConflict {
                         connected: open_cert.clone(),
+                        connected_address: open.peer.address.clone(),
                     });
                 }
             }
@@ -209,7 +219,7 @@ impl Fleet {
         state.connection = Some(Connection {
             id: connection_id,
             sender,
-            certificate,
+            peer,
         });
         Ok(Connected {
             connection_id,
