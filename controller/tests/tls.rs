@@ -623,3 +623,51 @@ fn rustix_kill(child: &tokio::process::Child) {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_revocation_list() {
+    let pki = Pki::new();
+    let alice = pki.issue(CertKind::Operator, "alice", &[]);
+    let node = pki.issue(CertKind::Node, "compute-01", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("controller.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:{port}\"\ndb = \"{db}\"\n[tls]\ncert = \"{ca}/controller-localhost.crt\"\n\
+         key = \"{ca}/controller-localhost.key\"\nca = \"{ca}/ca.crt\"\ncrl = \"{ca}/ca.crl\"\n\
+         [roles]\noperators = [\"alice\"]\n",
+        db = dir.path().join("novamedic.db").display(),
+        ca = pki.path().display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_novamedic"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NOVAMEDIC_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until_serving(addr, &alice).await;
+    try_attach(addr, &node, hello("compute-01")).await.unwrap();
+
+    issue::revoke(pki.path(), &node.cert).unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        try_attach(addr, &node, hello("compute-01")).await.is_err()
+    })
+    .await;
+    assert!(refused, "the revoked certificate is refused after SIGHUP");
+
+    rustix_kill(&child);
+    let output = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("reloaded TLS certificates"), "{log}");
+}
