@@ -6,15 +6,20 @@
 #   scripts/quickstart.sh stop     stop what an earlier run started
 #
 # Everything lives under .novamedic/ in the checkout: the database, the
-# agent's state, both logs and the PID files. The controller listens on
-# 127.0.0.1 only (port from NOVAMEDIC_PORT, default 7400).
+# agent's state, both logs, the PID files, and in tls/ a CA with the
+# controller's, this node's and an operator's certificates, created on the
+# first run. The controller listens on 127.0.0.1 only (port from
+# NOVAMEDIC_PORT, default 7400) and requires mutual TLS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 workdir="$PWD/.novamedic"
 port="${NOVAMEDIC_PORT:-7400}"
-controller="http://127.0.0.1:${port}"
+controller="https://127.0.0.1:${port}"
 bin="$PWD/target/release"
+tls="$workdir/tls"
+node="$(hostname)"
+operator="quickstart"
 
 stop_pidfile() {
     local pidfile="$1"
@@ -44,7 +49,30 @@ mkdir -p "$workdir/agent-state"
 stop_pidfile "$workdir/agent.pid"
 stop_pidfile "$workdir/controller.pid"
 
-"$bin/novamedic" serve --listen "127.0.0.1:${port}" --db "$workdir/novamedic.db" \
+if [ ! -f "$tls/ca.key" ]; then
+    "$bin/novamedic" certs init-ca --dir "$tls" >/dev/null
+    "$bin/novamedic" certs issue --dir "$tls" --kind controller --name localhost \
+        --san 127.0.0.1 >/dev/null
+    "$bin/novamedic" certs issue --dir "$tls" --kind operator --name "$operator" >/dev/null
+fi
+if [ ! -f "$tls/node-${node}.crt" ]; then
+    "$bin/novamedic" certs issue --dir "$tls" --kind node --name "$node" >/dev/null
+fi
+
+cat >"$workdir/controller.toml" <<EOF
+listen = "127.0.0.1:${port}"
+db = "${workdir}/novamedic.db"
+
+[tls]
+cert = "${tls}/controller-localhost.crt"
+key = "${tls}/controller-localhost.key"
+ca = "${tls}/ca.crt"
+crl = "${tls}/ca.crl"
+
+[roles]
+operators = ["${operator}"]
+EOF
+"$bin/novamedic" serve --config "$workdir/controller.toml" \
     >"$workdir/controller.log" 2>&1 &
 echo $! >"$workdir/controller.pid"
 
@@ -60,17 +88,29 @@ if ! kill -0 "$(cat "$workdir/controller.pid")" 2>/dev/null; then
 fi
 
 cat >"$workdir/agent.toml" <<EOF
+node = "${node}"
 controller = "${controller}"
 state_dir = "${workdir}/agent-state"
 report_interval_seconds = 5
+
+[tls]
+cert = "${tls}/node-${node}.crt"
+key = "${tls}/node-${node}.key"
+ca = "${tls}/ca.crt"
 EOF
 "$bin/novamedic-agent" run --config "$workdir/agent.toml" >"$workdir/agent.log" 2>&1 &
 echo $! >"$workdir/agent.pid"
 
+# The operator CLI reads its certificate from these variables.
+export NOVAMEDIC_CONTROLLER="$controller"
+export NOVAMEDIC_TLS_CERT="$tls/operator-${operator}.crt"
+export NOVAMEDIC_TLS_KEY="$tls/operator-${operator}.key"
+export NOVAMEDIC_TLS_CA="$tls/ca.crt"
+
 # The first report arrives within a second of the agent connecting.
 registered=false
 for _ in $(seq 100); do
-    if "$bin/novamedic" --controller "$controller" nodes -o json 2>/dev/null | grep -q '"node"'; then
+    if "$bin/novamedic" nodes -o json 2>/dev/null | grep -q '"node"'; then
         registered=true
         break
     fi
@@ -81,11 +121,17 @@ if [ "$registered" != true ]; then
     tail -n 5 "$workdir/agent.log" >&2
 fi
 
-"$bin/novamedic" --controller "$controller" nodes
+"$bin/novamedic" nodes
 cat <<EOF
 
-Controller: ${controller} (log: ${workdir}/controller.log)
-Agent:      log ${workdir}/agent.log
-Try:        ${bin}/novamedic --controller ${controller} node show $(hostname)
-Stop both:  scripts/quickstart.sh stop
+Controller:   ${controller} (log: ${workdir}/controller.log)
+Agent:        log ${workdir}/agent.log
+Certificates: ${tls} (operator "${operator}" holds the operator role)
+Try:
+  export NOVAMEDIC_CONTROLLER=${controller}
+  export NOVAMEDIC_TLS_CERT=${NOVAMEDIC_TLS_CERT}
+  export NOVAMEDIC_TLS_KEY=${NOVAMEDIC_TLS_KEY}
+  export NOVAMEDIC_TLS_CA=${NOVAMEDIC_TLS_CA}
+  ${bin}/novamedic node show ${node}
+Stop both:    scripts/quickstart.sh stop
 EOF

@@ -6,13 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use novamedic_tls::{MaterialError, TlsFiles};
 use serde::Deserialize;
 
 /// Default location of the agent's config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/novamedic/agent.toml";
 
 /// Default controller address.
-pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7400";
+pub const DEFAULT_CONTROLLER: &str = "https://127.0.0.1:7400";
+
+/// Default paths of the node's certificate, its key and the CA.
+pub const DEFAULT_TLS_CERT: &str = "/etc/novamedic/tls/node.crt";
+pub const DEFAULT_TLS_KEY: &str = "/etc/novamedic/tls/node.key";
+pub const DEFAULT_TLS_CA: &str = "/etc/novamedic/tls/ca.crt";
 
 /// Default directory for the command ledger, restart budget and log position.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/novamedic-agent";
@@ -52,8 +58,11 @@ pub const DEFAULT_RPC_PROBE_TIMEOUT_SECONDS: u64 = 10;
 pub struct AgentConfig {
     /// Name the node reports under; defaults to the host name.
     pub node: String,
-    /// Controller URL, for example `http://controller:7400`.
+    /// Controller URL, for example `https://controller:7400`.
     pub controller: String,
+    /// The node's certificate, key, CA and CRL for mutual TLS; `None` for
+    /// plain text (`[tls] enabled = false` or `--insecure-plaintext`).
+    pub tls: Option<TlsFiles>,
     pub state_dir: PathBuf,
     pub report_interval: Duration,
     /// nova-compute's unit; `None` detects it among the known names.
@@ -81,6 +90,7 @@ impl Default for AgentConfig {
         AgentConfig {
             node: default_node_name(),
             controller: DEFAULT_CONTROLLER.to_string(),
+            tls: Some(default_tls_files()),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             report_interval: Duration::from_secs(10),
             nova_compute_unit: None,
@@ -110,6 +120,7 @@ struct AgentFile {
     nova_log_file: Option<PathBuf>,
     signatures_dir: Option<PathBuf>,
     rpc_probe: Option<RpcProbeFile>,
+    tls: Option<TlsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +129,17 @@ struct RpcProbeFile {
     enabled: Option<bool>,
     interval_seconds: Option<u64>,
     timeout_seconds: Option<u64>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    enabled: Option<bool>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +167,20 @@ pub enum ConfigError {
     },
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
+    #[error("invalid TLS setup: {0}")]
+    Tls(#[from] MaterialError),
+    #[error("controller URL {url:?} {message}")]
+    Transport { url: String, message: String },
+}
+
+/// The TLS files at their default paths.
+pub fn default_tls_files() -> TlsFiles {
+    TlsFiles {
+        cert: PathBuf::from(DEFAULT_TLS_CERT),
+        key: PathBuf::from(DEFAULT_TLS_KEY),
+        ca: PathBuf::from(DEFAULT_TLS_CA),
+        crl: None,
+    }
 }
 
 /// Builds the error for a command-line flag that fails the same check as
@@ -260,7 +296,50 @@ impl AgentConfig {
                     expected,
                 })?;
         }
+        if let Some(tls) = file.tls {
+            config.tls = match tls.enabled {
+                Some(false) => None,
+                _ => {
+                    let defaults = default_tls_files();
+                    Some(TlsFiles {
+                        cert: tls.cert.unwrap_or(defaults.cert),
+                        key: tls.key.unwrap_or(defaults.key),
+                        ca: tls.ca.unwrap_or(defaults.ca),
+                        crl: tls.crl,
+                    })
+                }
+            };
+        }
         Ok(config)
+    }
+
+    /// Checks, after the flags are applied, that the URL's scheme matches
+    /// the TLS setting and that the TLS files are usable.
+    pub fn check_transport(&self) -> Result<(), ConfigError> {
+        let mismatch = |message: &str| ConfigError::Transport {
+            url: self.controller.clone(),
+            message: message.to_string(),
+        };
+        match &self.tls {
+            Some(files) => {
+                if !self.controller.starts_with("https://") {
+                    return Err(mismatch(
+                        "must start with https:// under mutual TLS; use http:// only with \
+                         [tls] enabled = false or --insecure-plaintext",
+                    ));
+                }
+                novamedic_tls::TlsMaterial::load(files)?;
+            }
+            None => {
+                if !self.controller.starts_with("http://") {
+                    return Err(mismatch(
+                        "must start with http:// when TLS is off; remove [tls] enabled = false \
+                         and --insecure-plaintext to use https://",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -345,16 +424,12 @@ pub fn validate_unit_name(unit: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that `url` is an http URL with a host.
+/// Checks that `url` is an https or http URL with a host.
 pub fn validate_controller_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "TLS is not supported yet, so {url:?} would not be encrypted; use http:// on a trusted network"
-        ));
-    }
     let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("must start with http://, got {url:?}"))?;
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("must start with https:// or http://, got {url:?}"))?;
     if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
         return Err(format!("must name a host, got {url:?}"));
     }
@@ -517,5 +592,55 @@ mod tests {
         let config = AgentConfig::load(Path::new("/nonexistent/agent.toml"), false).unwrap();
         assert_eq!(config, AgentConfig::default());
         assert!(AgentConfig::load(Path::new("/nonexistent/agent.toml"), true).is_err());
+    }
+
+    #[test]
+    fn tls_table_is_read() {
+        let config = parse(
+            "[tls]\ncert = \"/t/n.crt\"\nkey = \"/t/n.key\"\nca = \"/t/ca.crt\"\ncrl = \"/t/ca.crl\"\n",
+        )
+        .unwrap();
+        let expected = TlsFiles {
+            cert: PathBuf::from("/t/n.crt"),
+            key: PathBuf::from("/t/n.key"),
+            ca: PathBuf::from("/t/ca.crt"),
+            crl: Some(PathBuf::from("/t/ca.crl")),
+        };
+        assert_eq!(config.tls, Some(expected));
+        assert_eq!(parse("").unwrap().tls, Some(default_tls_files()));
+        assert_eq!(parse("[tls]\nenabled = false\n").unwrap().tls, None);
+    }
+
+    #[test]
+    fn scheme_must_match_tls_setting() {
+        let plaintext_https = AgentConfig {
+            tls: None,
+            ..AgentConfig::default()
+        };
+        let message = plaintext_https.check_transport().unwrap_err().to_string();
+        assert!(
+            message.contains("must start with http:// when TLS is off"),
+            "{message}"
+        );
+
+        let tls_http = AgentConfig {
+            controller: "http://127.0.0.1:7400".to_string(),
+            ..AgentConfig::default()
+        };
+        let message = tls_http.check_transport().unwrap_err().to_string();
+        assert!(message.contains("must start with https://"), "{message}");
+
+        let missing_files = AgentConfig {
+            tls: Some(TlsFiles {
+                cert: PathBuf::from("/nonexistent/node.crt"),
+                ..default_tls_files()
+            }),
+            ..AgentConfig::default()
+        };
+        let message = missing_files.check_transport().unwrap_err().to_string();
+        assert!(
+            message.contains("certificate file /nonexistent/node.crt: is missing"),
+            "{message}"
+        );
     }
 }

@@ -89,9 +89,14 @@ struct RunArgs {
     #[command(flatten)]
     common: ConfigArgs,
 
-    /// Controller URL, for example http://controller:7400.
+    /// Controller URL, for example https://controller:7400.
     #[arg(long, env = "NOVAMEDIC_CONTROLLER", value_name = "URL")]
     controller: Option<String>,
+
+    /// Speak plain-text gRPC (an http:// URL) without a certificate. Only on
+    /// a trusted network.
+    #[arg(long)]
+    insecure_plaintext: bool,
 
     /// Directory for the command ledger and restart budget.
     #[arg(long, value_name = "PATH")]
@@ -231,6 +236,15 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
     }
     if let Some(seconds) = args.report_interval {
         config.report_interval = Duration::from_secs(seconds);
+    }
+    if args.insecure_plaintext {
+        config.tls = None;
+    }
+    if let Err(err) = config.check_transport() {
+        return config_failure(err);
+    }
+    if config.tls.is_none() {
+        tracing::warn!(controller = %config.controller, "plain-text gRPC: the stream is not encrypted and the controller is not authenticated");
     }
 
     let (unit_rx, _watch_task) = spawn_unit_watch(config.nova_compute_unit.clone());

@@ -14,10 +14,11 @@ use novamedic_proto::v1::agent_message::Body as UpBody;
 use novamedic_proto::v1::agent_service_client::AgentServiceClient;
 use novamedic_proto::v1::controller_message::Body as DownBody;
 use novamedic_proto::v1::{self, AgentMessage, ReportTrigger};
+use novamedic_tls::TlsMaterial;
 use rand::Rng;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::AgentConfig;
 use crate::executor::Executor;
@@ -168,6 +169,10 @@ pub struct Transport<M: ServiceManager> {
     connected: bool,
     /// Wakes the stream to report when the RPC probe changes state.
     probe: ProbeHandle,
+    /// The TLS files as last loaded without error. They are read again
+    /// before each connection, so renewed certificates and CRLs apply at
+    /// the next reconnect; a failed read keeps these.
+    tls_material: Option<TlsMaterial>,
 }
 
 /// Cause of a stream's end.
@@ -201,6 +206,7 @@ impl<M: ServiceManager> Transport<M> {
             sequence: 0,
             connected: false,
             probe: ProbeHandle::default(),
+            tls_material: None,
         }
     }
 
@@ -259,13 +265,48 @@ impl<M: ServiceManager> Transport<M> {
         }
     }
 
-    /// Runs one stream from Hello until it breaks.
-    async fn session(&mut self) -> Result<(), SessionError> {
-        let endpoint = Endpoint::from_shared(self.config.controller.clone())
+    /// Reads the TLS files again, keeping the previous material when they
+    /// cannot be used. `None` in plain-text mode.
+    fn refresh_tls(&mut self) -> Result<Option<&TlsMaterial>, SessionError> {
+        let Some(files) = &self.config.tls else {
+            return Ok(None);
+        };
+        match TlsMaterial::load(files) {
+            Ok(material) => self.tls_material = Some(material),
+            Err(err) if self.tls_material.is_some() => {
+                tracing::error!(error = %err, "cannot reload the TLS files; keeping the previous certificates");
+            }
+            Err(err) => return Err(SessionError::Connect(err.to_string())),
+        }
+        Ok(self.tls_material.as_ref())
+    }
+
+    /// The endpoint of the controller, with the node's certificate under
+    /// mutual TLS.
+    fn endpoint(&mut self) -> Result<Endpoint, SessionError> {
+        let url = self.config.controller.clone();
+        let endpoint = Endpoint::from_shared(url)
             .map_err(|err| SessionError::Connect(err.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10));
+        let Some(material) = self.refresh_tls()? else {
+            return Ok(endpoint);
+        };
+        let host = endpoint.uri().host().unwrap_or_default();
+        let verifier = novamedic_tls::rustls_config::server_verifier(material)
+            .map_err(|err| SessionError::Connect(format!("cannot use the CA: {err}")))?;
+        let tls = ClientTlsConfig::new()
+            .domain_name(host.trim_start_matches('[').trim_end_matches(']'))
+            .identity(Identity::from_pem(&material.cert_pem, &material.key_pem));
+        endpoint
+            .tls_config_with_verifier(tls, verifier)
+            .map_err(|err| SessionError::Connect(error_chain(&err)))
+    }
+
+    /// Runs one stream from Hello until it breaks.
+    async fn session(&mut self) -> Result<(), SessionError> {
+        let endpoint = self.endpoint()?;
         let channel = endpoint
             .connect()
             .await

@@ -1,8 +1,9 @@
 //! The gRPC service agents dial: one long-lived `Attach` stream per agent.
 //!
-//! NOTE: a node's identity is what its Hello claims. Until agents present
-//! client certificates, any peer that reaches the listener can speak for any
-//! node, and a second stream for a node replaces the first.
+//! Under mutual TLS a node's identity is its certificate's Common Name: the
+//! Hello must claim that name, the certificate's OU must be `node`, and a
+//! node connected under one certificate cannot be taken over by a stream
+//! with another. In plain-text mode the Hello's claim is trusted.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +19,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::clock::now_unix_ms;
 use crate::controller::policy::observation_from_report;
+
+use novamedic_tls::{CertKind, PeerIdentity};
+
+use crate::auth::Authority;
 use crate::controller::Controller;
+use crate::fleet::StreamPeer;
 use crate::store::HelloRecord;
 
 /// Time an agent has to send its Hello after opening the stream.
@@ -34,11 +40,48 @@ type ControllerStream = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, 
 #[derive(Clone, Debug)]
 pub struct AgentApi {
     controller: Arc<Controller>,
+    authority: Arc<Authority>,
 }
 
 impl AgentApi {
-    pub fn new(controller: Arc<Controller>) -> Self {
-        AgentApi { controller }
+    pub fn new(controller: Arc<Controller>, authority: Arc<Authority>) -> Self {
+        AgentApi {
+            controller,
+            authority,
+        }
+    }
+
+    /// Checks that `certificate` proves the node `hello` claims. A mismatch
+    /// is recorded as an event on the certificate's node.
+    async fn check_certificate(
+        &self,
+        hello: &v1::Hello,
+        certificate: &PeerIdentity,
+        peer: &str,
+    ) -> Result<(), Status> {
+        if certificate.kind != Some(CertKind::Node) {
+            return Err(Status::permission_denied(format!(
+                "{} is not a node certificate (its OU is not \"node\"); an agent needs one \
+                 issued with `novamedic certs issue --kind node`",
+                certificate.describe()
+            )));
+        }
+        let claimed = hello.node.trim();
+        if claimed == certificate.name {
+            return Ok(());
+        }
+        let detail = format!(
+            "rejected a stream from {peer} that claimed node {claimed:?} with the certificate of {}",
+            certificate.describe()
+        );
+        self.controller
+            .record_rejected_stream(&certificate.name, detail)
+            .await;
+        Err(Status::permission_denied(format!(
+            "the Hello claims node {claimed:?} but the client certificate is issued to {:?}; \
+             set the agent's node name to the certificate's name or use that node's certificate",
+            certificate.name
+        )))
     }
 }
 
@@ -53,6 +96,7 @@ impl AgentService for AgentApi {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |addr| addr.to_string());
+        let certificate = self.authority.peer(&request)?;
         let mut inbound = request.into_inner();
         let hello = read_hello(&mut inbound).await.inspect_err(|status| {
             tracing::warn!(peer = %peer, error = %status.message(), "stream rejected");
@@ -60,6 +104,13 @@ impl AgentService for AgentApi {
         check_hello(&hello).inspect_err(|status| {
             tracing::warn!(peer = %peer, node = ?hello.node, error = %status.message(), "stream rejected");
         })?;
+        if let Some(certificate) = &certificate {
+            self.check_certificate(&hello, certificate, &peer)
+                .await
+                .inspect_err(|status| {
+                    tracing::warn!(peer = %peer, node = ?hello.node, error = %status.message(), "stream rejected");
+                })?;
+        }
 
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         sender
@@ -67,7 +118,24 @@ impl AgentService for AgentApi {
             .map_err(|_| Status::internal("cannot queue the HelloAck on a new stream"))?;
         let record = hello_record(hello);
         let node = record.node.clone();
-        let connection_id = self.controller.accept_hello(record, sender).await;
+        let connection_id = self
+            .controller
+            .accept_hello(
+                record,
+                sender,
+                StreamPeer {
+                    address: peer.clone(),
+                    certificate,
+                },
+            )
+            .await
+            .map_err(|conflict| {
+                Status::permission_denied(format!(
+                    "node {node} is already connected under certificate {}; a second \
+                     certificate for the same node is rejected while that stream is open",
+                    conflict.connected.describe()
+                ))
+            })?;
 
         let controller = Arc::clone(&self.controller);
         tokio::spawn(read_stream(controller, node, connection_id, inbound));

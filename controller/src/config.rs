@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use novamedic_tls::TlsFiles;
 use serde::Deserialize;
 
+use crate::auth::Roles;
 use crate::controller::RestartLimits;
 use crate::policy::Policy;
 
@@ -19,6 +21,36 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/novamedic/controller.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 pub const DEFAULT_DB_PATH: &str = "/var/lib/novamedic/novamedic.db";
 const DEFAULT_SHUTDOWN_DRAIN_SECONDS: u64 = 10;
+pub const DEFAULT_TLS_CERT: &str = "/etc/novamedic/tls/controller.crt";
+pub const DEFAULT_TLS_KEY: &str = "/etc/novamedic/tls/controller.key";
+pub const DEFAULT_TLS_CA: &str = "/etc/novamedic/tls/ca.crt";
+
+/// How the listener secures its connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Mutual TLS: every client presents a certificate signed by the CA.
+    MutualTls(TlsFiles),
+    /// No encryption and no client authentication; every operator request
+    /// is allowed. Only with `[tls] enabled = false` or
+    /// `--insecure-plaintext`.
+    Plaintext,
+}
+
+impl Transport {
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self, Transport::Plaintext)
+    }
+}
+
+/// The TLS files at their default paths.
+pub fn default_tls_files() -> TlsFiles {
+    TlsFiles {
+        cert: PathBuf::from(DEFAULT_TLS_CERT),
+        key: PathBuf::from(DEFAULT_TLS_KEY),
+        ca: PathBuf::from(DEFAULT_TLS_CA),
+        crl: None,
+    }
+}
 
 /// Settings of `novamedic serve`.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +69,9 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Where [`Self::policy`] came from: a path or "built-in".
     pub policy_source: String,
+    pub transport: Transport,
+    /// Operator API roles by certificate name.
+    pub roles: Roles,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +86,8 @@ impl Default for ServerConfig {
             policy_path: None,
             policy: Policy::default(),
             policy_source: BUILT_IN_POLICY.to_string(),
+            transport: Transport::MutualTls(default_tls_files()),
+            roles: Roles::default(),
         }
     }
 }
@@ -67,6 +104,27 @@ struct FileConfig {
     shutdown_drain_seconds: Option<u64>,
     /// Self-healing policy file.
     policy: Option<PathBuf>,
+    tls: Option<TlsFile>,
+    roles: Option<RolesFile>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    enabled: Option<bool>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    crl: Option<PathBuf>,
+}
+
+/// The `[roles]` table: certificate names (CN) per role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesFile {
+    operators: Option<Vec<String>>,
+    viewers: Option<Vec<String>>,
 }
 
 /// A configuration file that cannot be used.
@@ -160,8 +218,31 @@ pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
         ));
     }
 
+    let transport = match file.tls.unwrap_or_default() {
+        TlsFile {
+            enabled: Some(false),
+            ..
+        } => Transport::Plaintext,
+        tls => {
+            let defaults = default_tls_files();
+            Transport::MutualTls(TlsFiles {
+                cert: tls.cert.unwrap_or(defaults.cert),
+                key: tls.key.unwrap_or(defaults.key),
+                ca: tls.ca.unwrap_or(defaults.ca),
+                crl: tls.crl,
+            })
+        }
+    };
+    let roles = file.roles.unwrap_or_default();
+    let roles = Roles {
+        operators: roles.operators.unwrap_or_default(),
+        viewers: roles.viewers.unwrap_or_default(),
+    };
+
     Ok(ServerConfig {
         listen,
+        transport,
+        roles,
         db: file.db.unwrap_or(defaults.db),
         restart: RestartLimits {
             default_wait: Duration::from_secs(default_wait_seconds),
@@ -201,6 +282,30 @@ mod tests {
         assert_eq!(config.restart.default_wait, Duration::from_secs(30));
         assert_eq!(config.restart.max_wait, Duration::from_secs(120));
         assert_eq!(config.shutdown_drain, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn tls_and_roles_keys() {
+        let config = parse_text(
+            "[tls]\ncert = \"/t/c.crt\"\nkey = \"/t/c.key\"\nca = \"/t/ca.crt\"\n\
+             crl = \"/t/ca.crl\"\n[roles]\noperators = [\"alice\"]\nviewers = [\"bob\"]\n",
+        )
+        .unwrap();
+        let expected = TlsFiles {
+            cert: PathBuf::from("/t/c.crt"),
+            key: PathBuf::from("/t/c.key"),
+            ca: PathBuf::from("/t/ca.crt"),
+            crl: Some(PathBuf::from("/t/ca.crl")),
+        };
+        assert_eq!(config.transport, Transport::MutualTls(expected));
+        assert_eq!(config.roles.operators, vec!["alice".to_string()]);
+        assert_eq!(config.roles.viewers, vec!["bob".to_string()]);
+    }
+
+    #[test]
+    fn tls_disabled_is_plaintext() {
+        let config = parse_text("[tls]\nenabled = false\n").unwrap();
+        assert!(config.transport.is_plaintext());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!   the fleet's reports.
 
 pub mod agent_api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod operator_api;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod tls_listener;
 
 /// Version of this controller, sent to agents in HelloAck.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use novamedic_proto::view::rfc3339_from_unix_ms;
 
+use crate::auth::{Authority, Role};
 use crate::clock::now_unix_ms;
 use crate::controller::{Controller, RestartError};
 
@@ -21,11 +22,29 @@ pub const MAX_EVENT_LIMIT: u32 = 1000;
 #[derive(Clone, Debug)]
 pub struct OperatorApi {
     controller: Arc<Controller>,
+    authority: Arc<Authority>,
 }
 
 impl OperatorApi {
-    pub fn new(controller: Arc<Controller>) -> Self {
-        OperatorApi { controller }
+    pub fn new(controller: Arc<Controller>, authority: Arc<Authority>) -> Self {
+        OperatorApi {
+            controller,
+            authority,
+        }
+    }
+
+    /// Checks that the caller holds `role`, logging a refusal.
+    fn require<T>(
+        &self,
+        request: &Request<T>,
+        role: Role,
+        claimed_user: &str,
+    ) -> Result<String, Status> {
+        self.authority
+            .require(request, role, claimed_user)
+            .inspect_err(|status| {
+                tracing::warn!(role = role.as_str(), error = %status.message(), "operator request refused");
+            })
     }
 }
 
@@ -33,16 +52,21 @@ impl OperatorApi {
 impl OperatorService for OperatorApi {
     async fn list_nodes(
         &self,
-        _request: Request<v1::ListNodesRequest>,
+        request: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         let nodes = self.controller.fleet().statuses();
-        Ok(Response::new(v1::ListNodesResponse { nodes }))
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes,
+            insecure_plaintext: self.authority.plaintext,
+        }))
     }
 
     async fn get_node(
         &self,
         request: Request<v1::GetNodeRequest>,
     ) -> Result<Response<v1::NodeStatus>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         let node = request.into_inner().node;
         match self.controller.fleet().status(node.trim()) {
             Some(status) => Ok(Response::new(status)),
@@ -56,7 +80,11 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::RestartRequest>,
     ) -> Result<Response<v1::RestartResponse>, Status> {
-        let request = request.into_inner();
+        let actor = self.require(&request, Role::Operator, &request.get_ref().requested_by)?;
+        let mut request = request.into_inner();
+        // Under mutual TLS the certificate's name replaces whatever name the
+        // client sent, so the history records an authenticated identity.
+        request.requested_by = actor;
         tracing::info!(
             node = ?request.node,
             requested_by = ?request.requested_by,
@@ -73,6 +101,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_EVENT_LIMIT,
@@ -100,8 +129,9 @@ impl OperatorService for OperatorApi {
 
     async fn get_policy(
         &self,
-        _request: Request<v1::GetPolicyRequest>,
+        request: Request<v1::GetPolicyRequest>,
     ) -> Result<Response<v1::PolicyStatus>, Status> {
+        self.require(&request, Role::Viewer, "")?;
         Ok(Response::new(self.controller.policy_status().await))
     }
 
@@ -109,8 +139,8 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::PausePolicyRequest>,
     ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
-        let requested_by = required(&request.requested_by, "requested_by")?;
         let reason = required(&request.reason, "reason")?;
         let status = self
             .controller
@@ -125,7 +155,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ResumePolicyRequest>,
     ) -> Result<Response<v1::PolicyStatus>, Status> {
-        let requested_by = required(&request.into_inner().requested_by, "requested_by")?;
+        let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let status = self
             .controller
             .control_policy("", &requested_by, "resumed".into(), |engine| {
@@ -141,9 +171,9 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::SilenceNodeRequest>,
     ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
         let node = self.known_node(&request.node)?;
-        let requested_by = required(&request.requested_by, "requested_by")?;
         let reason = required(&request.reason, "reason")?;
         if request.duration_seconds == 0 {
             return Err(Status::invalid_argument(
@@ -170,9 +200,9 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::UnsilenceNodeRequest>,
     ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
         let node = self.known_node(&request.node)?;
-        let requested_by = required(&request.requested_by, "requested_by")?;
         let status = self
             .controller
             .control_policy(&node, &requested_by, "silence ended".into(), |engine| {
@@ -186,9 +216,9 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ClearNodeRequest>,
     ) -> Result<Response<v1::PolicyStatus>, Status> {
+        let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
         let node = self.known_node(&request.node)?;
-        let requested_by = required(&request.requested_by, "requested_by")?;
         let status = self
             .controller
             .control_policy(
@@ -205,6 +235,14 @@ impl OperatorService for OperatorApi {
 }
 
 impl OperatorApi {
+    /// Checks the operator role and returns the identity to record: the
+    /// certificate's name, or under plain text the name the client sent,
+    /// which must not be empty.
+    fn operator<T>(&self, request: &Request<T>, claimed_user: &str) -> Result<String, Status> {
+        let actor = self.require(request, Role::Operator, claimed_user)?;
+        required(&actor, "requested_by")
+    }
+
     /// Returns the trimmed node name, or NOT_FOUND for a node never seen.
     fn known_node(&self, node: &str) -> Result<String, Status> {
         let node = node.trim();

@@ -10,14 +10,18 @@ use novamedic_proto::v1::agent_service_server::AgentServiceServer;
 use novamedic_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::agent_api::AgentApi;
-use crate::config::ServerConfig;
+use crate::auth::Authority;
+use crate::config::{ServerConfig, Transport};
 use crate::controller::Controller;
 use crate::operator_api::OperatorApi;
 use crate::store::Store;
+use crate::tls_listener::ServerTls;
+
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// How often nodes are checked for missing reports. Stale marking is late by
 /// at most this much.
@@ -34,27 +38,44 @@ const MAX_OPERATOR_REPLY_BYTES: usize = crate::cli::MAX_REPLY_BYTES;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Binds `config.listen` and serves until SIGTERM or SIGINT.
+/// Binds `config.listen` and serves until SIGTERM or SIGINT. SIGHUP reloads
+/// the TLS certificates, CA and CRL for new connections.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    let reload = reload_signal()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    serve_with_listener(listener, &config, shutdown).await
+    serve_with_reload(listener, &config, shutdown, reload).await
 }
 
-/// Serves both services on `listener` until `shutdown` completes, then closes
-/// agent streams, drains connections for up to `config.shutdown_drain` and
-/// closes the database. `config.listen` is ignored; tests pass a listener
-/// bound to 127.0.0.1:0.
+/// Serves like [`serve_with_reload`] with no way to reload the TLS files.
 pub async fn serve_with_listener(
     listener: TcpListener,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with_reload(listener, config, shutdown, Arc::new(Notify::new())).await
+}
+
+/// Serves both services on `listener` until `shutdown` completes, then closes
+/// agent streams, drains connections for up to `config.shutdown_drain` and
+/// closes the database. Each notification of `reload` reads the TLS files
+/// again. `config.listen` is ignored; tests pass a listener bound to
+/// 127.0.0.1:0.
+pub async fn serve_with_reload(
+    listener: TcpListener,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: Arc<Notify>,
+) -> anyhow::Result<()> {
     let local_addr = listener
         .local_addr()
         .context("cannot read the listener's address")?;
+    let tls = match &config.transport {
+        Transport::MutualTls(files) => Some(Arc::new(ServerTls::load(files)?)),
+        Transport::Plaintext => None,
+    };
     let store = Store::open(&config.db).await?;
     let controller = Arc::new(
         Controller::load(
@@ -65,28 +86,50 @@ pub async fn serve_with_listener(
         )
         .await?,
     );
-    tracing::info!(listen = %local_addr, db = %config.db.display(), version = crate::VERSION, "controller serving");
+    let authority = Arc::new(Authority {
+        plaintext: tls.is_none(),
+        roles: config.roles.clone(),
+    });
+    tracing::info!(listen = %local_addr, db = %config.db.display(), mutual_tls = tls.is_some(), version = crate::VERSION, "controller serving");
+    if tls.is_none() {
+        tracing::warn!(
+            "serving plain-text gRPC: connections are not encrypted, agents are not \
+             authenticated and every operator request is allowed; use this only on a trusted network"
+        );
+    }
 
     let stale_task = tokio::spawn(mark_stale_forever(Arc::clone(&controller)));
+    let reload_task = tokio::spawn(reload_forever(tls.clone(), reload));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(AgentServiceServer::new(AgentApi::new(Arc::clone(
-            &controller,
-        ))))
+        .add_service(AgentServiceServer::new(AgentApi::new(
+            Arc::clone(&controller),
+            Arc::clone(&authority),
+        )))
         .add_service(
-            OperatorServiceServer::new(OperatorApi::new(Arc::clone(&controller)))
+            OperatorServiceServer::new(OperatorApi::new(Arc::clone(&controller), authority))
                 .max_encoding_message_size(MAX_OPERATOR_REPLY_BYTES),
         );
-    let incoming = TcpListenerStream::new(listener);
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
+    };
+    let mut server: ServerTask = match tls {
+        Some(tls) => {
+            let incoming = crate::tls_listener::incoming(listener, tls);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
 
     tokio::select! {
         joined = &mut server => {
             stale_task.abort();
+            reload_task.abort();
             joined.context("the gRPC server task failed")?.context("the gRPC server failed")?;
             anyhow::bail!("the gRPC server stopped without being asked to");
         }
@@ -94,6 +137,7 @@ pub async fn serve_with_listener(
     }
 
     stale_task.abort();
+    reload_task.abort();
     // Dropping every stream sender ends the agents' response streams, which
     // lets the graceful shutdown finish instead of waiting on streams that
     // never end by themselves.
@@ -107,10 +151,7 @@ pub async fn serve_with_listener(
 
 /// Waits for the server to finish its open requests, and cuts them after
 /// `drain_timeout`.
-async fn drain(
-    mut server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    drain_timeout: Duration,
-) {
+async fn drain(mut server: ServerTask, drain_timeout: Duration) {
     tracing::info!(
         drain_timeout_ms = drain_timeout.as_millis() as u64,
         "draining connections"
@@ -135,6 +176,37 @@ async fn mark_stale_forever(controller: Arc<Controller>) {
         ticks.tick().await;
         controller.mark_stale().await;
     }
+}
+
+/// Reloads the TLS files at each notification; without TLS it only logs
+/// that there is nothing to reload.
+async fn reload_forever(tls: Option<Arc<ServerTls>>, reload: Arc<Notify>) {
+    loop {
+        reload.notified().await;
+        match &tls {
+            // The error is logged by `reload`, and the old config stays.
+            Some(tls) => {
+                let _ = tls.reload();
+            }
+            None => {
+                tracing::info!("reload requested; plain-text mode has no certificates to reload")
+            }
+        }
+    }
+}
+
+/// Installs a SIGHUP handler and returns the notification it triggers.
+pub fn reload_signal() -> anyhow::Result<Arc<Notify>> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let reload = Arc::new(Notify::new());
+    let notify = Arc::clone(&reload);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(signal = "SIGHUP", "reloading TLS certificates");
+            notify.notify_one();
+        }
+    });
+    Ok(reload)
 }
 
 /// Installs handlers for SIGTERM and SIGINT and returns a future that

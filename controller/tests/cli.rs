@@ -453,7 +453,7 @@ async fn controller_url_error_exit_codes() {
     let run = novamedic(&["--controller", "127.0.0.1:7400", "nodes"]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("needs the http:// scheme"),
+        run.stderr.contains("needs the https:// or http:// scheme"),
         "{}",
         run.stderr
     );
@@ -462,7 +462,7 @@ async fn controller_url_error_exit_codes() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("TLS is not supported yet; use http:// on a trusted network"),
+            .contains("an https:// controller needs a client certificate: set --tls-cert"),
         "{}",
         run.stderr
     );
@@ -585,7 +585,15 @@ async fn stdout_closed_or_full_is_handled() {
 async fn second_controller_same_db_rejected() {
     let server = TestServer::start().await;
     let db = server.db.to_str().unwrap().to_string();
-    let run = novamedic(&["serve", "--db", &db, "--listen", "127.0.0.1:0"]).await;
+    let run = novamedic(&[
+        "serve",
+        "--insecure-plaintext",
+        "--db",
+        &db,
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
     assert_eq!(run.code, 7, "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
@@ -600,7 +608,15 @@ async fn second_controller_same_db_rejected() {
     let config = dir.path().join("controller.toml");
     std::fs::write(&config, "db = \"\"\n").unwrap();
     let config = config.to_str().unwrap();
-    let empty = novamedic(&["serve", "--config", config, "--listen", "127.0.0.1:0"]).await;
+    let empty = novamedic(&[
+        "serve",
+        "--insecure-plaintext",
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
     assert_eq!(empty.code, 2, "{}", empty.stderr);
     assert!(
         empty.stderr.contains("database path is empty"),

@@ -24,7 +24,13 @@ const NODES: usize = 4;
 /// process with the address it logged.
 async fn spawn_controller(db: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_novamedic"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .args([
+            "serve",
+            "--insecure-plaintext",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
         .arg(db)
         .arg("--config")
         .arg(db.with_file_name("controller.toml"))

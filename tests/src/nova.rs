@@ -253,23 +253,26 @@ impl NovaNode {
 /// Returns the agent.toml of the real-nova tests. It names neither the unit,
 /// the config files nor the log file: the agent finds Debian's by itself.
 pub fn nova_agent_config(node: &str, controller_url: &str) -> String {
-    format!(
+    let mut text = format!(
         "node = \"{node}\"\n\
          controller = \"{controller_url}\"\n\
          report_interval_seconds = 1\n\
          restart_settle_seconds = 5\n"
-    )
+    );
+    text.push_str(&crate::slice::agent_tls_table(controller_url));
+    text
 }
 
 /// Boots the nova tree at `rootfs` with the agent's binary and unit bound
 /// in, waits until nova-compute runs and reports, checks that the stack
-/// listens on loopback only, then starts the agent against `controller_url`.
+/// listens on loopback only, then starts the agent against `controller`
+/// with a node certificate from the controller's CA.
 /// The agent starts last, so it reads none of the stack's start-up lines.
 pub fn boot_nova_node(
     env: &SystemTestEnv,
     rootfs: &std::path::Path,
     name: &str,
-    controller_url: &str,
+    controller: &crate::slice::Controller,
 ) -> Result<NovaNode> {
     require_ports_free()?;
     let agent_binary = env.binary("novamedic-agent");
@@ -291,7 +294,8 @@ pub fn boot_nova_node(
     node.wait_for_stack()?;
     require_loopback_listeners()?;
 
-    let config = nova_agent_config(node.name(), controller_url);
+    crate::slice::install_node_certificate(&node.container, &controller.tls_dir())?;
+    let config = nova_agent_config(node.name(), &controller.url());
     node.container
         .write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
     node.start(AGENT_UNIT)?;

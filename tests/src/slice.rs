@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use novamedic_tls::{issue, CertKind};
+
 use crate::container::{send_signal, Bind, Container};
 use crate::system_env::SystemTestEnv;
 
@@ -30,6 +32,14 @@ pub const NOVA_UNIT: &str = "nova-compute.service";
 
 /// Unit name of the agent inside the container.
 pub const AGENT_UNIT: &str = "novamedic-agent.service";
+
+/// Where the node's certificate, key and CA go inside the container.
+const NODE_CERT: &str = "/etc/novamedic/tls/node.crt";
+const NODE_KEY: &str = "/etc/novamedic/tls/node.key";
+const NODE_CA: &str = "/etc/novamedic/tls/ca.crt";
+
+/// Name of the operator certificate the tests' CLI calls use.
+const OPERATOR: &str = "slice-operator";
 
 /// How long the controller may take to accept connections after start.
 const CONTROLLER_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,6 +54,9 @@ pub struct AgentSettings {
     pub restart_settle_seconds: u64,
     /// `[restart_budget]`; `None` keeps the agent's defaults.
     pub restart_budget: Option<(u32, u64)>,
+    /// CA directory of `novamedic certs` that issues the node's certificate
+    /// for an https:// controller; see [`Controller::agent_settings`].
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for AgentSettings {
@@ -52,6 +65,7 @@ impl Default for AgentSettings {
             report_interval_seconds: 1,
             restart_settle_seconds: 1,
             restart_budget: None,
+            tls_dir: None,
         }
     }
 }
@@ -73,7 +87,19 @@ pub fn agent_config(node: &str, controller_url: &str, settings: &AgentSettings) 
             "\n[restart_budget]\nmax_restarts = {max_restarts}\nwindow_seconds = {window_seconds}\n"
         ));
     }
+    text.push_str(&agent_tls_table(controller_url));
     text
+}
+
+/// Returns agent.toml's `[tls]` table: the files that
+/// [`install_node_certificate`] writes for an https:// controller, else TLS
+/// off.
+pub fn agent_tls_table(controller_url: &str) -> String {
+    if controller_url.starts_with("https://") {
+        format!("\n[tls]\ncert = \"{NODE_CERT}\"\nkey = \"{NODE_KEY}\"\nca = \"{NODE_CA}\"\n")
+    } else {
+        "\n[tls]\nenabled = false\n".to_string()
+    }
 }
 
 /// A booted compute node. The container is shut down on drop, before the
@@ -153,6 +179,13 @@ pub fn boot_compute_node(
     ];
     let container = Container::boot(&env.rootfs, name, &binds, "multi-user.target")?;
 
+    if controller_url.starts_with("https://") {
+        let dir = settings
+            .tls_dir
+            .as_deref()
+            .context("an https:// controller needs AgentSettings::tls_dir")?;
+        install_node_certificate(&container, dir)?;
+    }
     let config = agent_config(container.machine(), controller_url, settings);
     container.write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
     container.systemctl_ok(&["start", NOVA_UNIT])?;
@@ -161,6 +194,16 @@ pub fn boot_compute_node(
         container,
         _instances_dir: instances_dir,
     })
+}
+
+/// Issues a node certificate for the container's machine name with the CA
+/// in `dir` and writes it, its key (mode 0600) and the CA into the container.
+pub fn install_node_certificate(container: &Container, dir: &Path) -> Result<()> {
+    let issued = issue::issue(dir, CertKind::Node, container.machine(), &[], 1)?;
+    container.write_file(NODE_CERT, &fs::read(&issued.cert)?)?;
+    container.write_file_mode(NODE_KEY, &fs::read(&issued.key)?, 0o600)?;
+    container.write_file(NODE_CA, &fs::read(issue::ca_cert_path(dir))?)?;
+    Ok(())
 }
 
 fn require_binary(path: &Path) -> Result<()> {
@@ -211,13 +254,36 @@ impl Controller {
             child: None,
             starts: 0,
         };
+        let tls_dir = controller.tls_dir();
+        issue::init_ca(&tls_dir, "slice CA")?;
+        issue::issue(
+            &tls_dir,
+            CertKind::Controller,
+            "localhost",
+            &["127.0.0.1".to_string()],
+            1,
+        )?;
+        issue::issue(&tls_dir, CertKind::Operator, OPERATOR, &[], 1)?;
         controller.restart()?;
         Ok(controller)
     }
 
-    /// URL agents and the CLI use.
+    /// URL agents and the CLI use; the controller requires mutual TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA directory that issued the controller's certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// `settings` with the CA that issues the node's certificate.
+    pub fn agent_settings(&self, settings: &AgentSettings) -> AgentSettings {
+        AgentSettings {
+            tls_dir: Some(self.tls_dir()),
+            ..settings.clone()
+        }
     }
 
     /// Host PID of the running controller.
@@ -294,9 +360,24 @@ impl Controller {
     /// parses its output, whatever the exit code: `restart` prints its JSON
     /// result and exits with 1 when the outcome is rejected or failed.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let tls_dir = self.tls_dir();
         let output = Command::new(&self.binary)
             .arg("--controller")
             .arg(self.url())
+            .arg("--tls-cert")
+            .arg(issue::issued_cert_path(
+                &tls_dir,
+                CertKind::Operator,
+                OPERATOR,
+            ))
+            .arg("--tls-key")
+            .arg(issue::issued_key_path(
+                &tls_dir,
+                CertKind::Operator,
+                OPERATOR,
+            ))
+            .arg("--tls-ca")
+            .arg(issue::ca_cert_path(&tls_dir))
             .args(args)
             .args(["-o", "json"])
             .stdin(Stdio::null())
@@ -375,10 +456,14 @@ impl Controller {
 
     fn config_text(&self) -> String {
         let db = self.dir.path().join("novamedic.db");
+        let tls = self.tls_dir();
         format!(
-            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n",
+            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n\n[tls]\n\
+             cert = \"{tls}/controller-localhost.crt\"\nkey = \"{tls}/controller-localhost.key\"\n\
+             ca = \"{tls}/ca.crt\"\ncrl = \"{tls}/ca.crl\"\n\n[roles]\noperators = [\"{OPERATOR}\"]\n",
             self.port,
-            db.display()
+            db.display(),
+            tls = tls.display(),
         )
     }
 

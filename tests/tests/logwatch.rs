@@ -101,7 +101,7 @@ fn libvirt_fault_survives_rotations_counted_once() {
         &env,
         "logwatch",
         &controller.url(),
-        &AgentSettings::default(),
+        &controller.agent_settings(&AgentSettings::default()),
     )
     .expect("node boots");
     wait_for(
@@ -159,7 +159,7 @@ fn stderr_config_error_from_journal_is_classified() {
         &env,
         "logjournal",
         &controller.url(),
-        &AgentSettings::default(),
+        &controller.agent_settings(&AgentSettings::default()),
     )
     .expect("node boots");
     wait_for(

@@ -6,11 +6,13 @@
 //! system tests prove the same paths against a real systemd.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use novamedic::config::ServerConfig;
+use novamedic::auth::Roles;
+use novamedic::config::{ServerConfig, Transport as ServerTransport};
 use novamedic_agent::config::AgentConfig;
 use novamedic_agent::executor::{Executor, ExecutorSettings};
 use novamedic_agent::report::ReportBuilder;
@@ -20,8 +22,9 @@ use novamedic_agent::systemd::{
 use novamedic_agent::transport::{spawn_transition_recorder, TransitionLog, Transport};
 use novamedic_proto::v1::operator_service_client::OperatorServiceClient;
 use novamedic_proto::v1::{self, CommandOutcome};
+use novamedic_tls::{issue, CertKind, TlsFiles, TlsMaterial};
 use tokio::sync::{oneshot, watch};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 
 const UNIT: &str = "nova-compute.service";
 const NODE: &str = "loopback-01";
@@ -105,13 +108,56 @@ impl Drop for Harness {
     }
 }
 
+/// Name of the operator certificate under mutual TLS; it holds the
+/// operator role.
+const OPERATOR: &str = "ops";
+
 async fn start() -> Harness {
+    start_with(None).await
+}
+
+/// Issues a CA, the controller's, the node's and the operator's
+/// certificates into `dir`; returns the TLS files of the three.
+fn issue_certificates(dir: &Path) -> [TlsFiles; 3] {
+    issue::init_ca(dir, "loopback CA").unwrap();
+    let files = |kind, name: &str, sans: &[String]| {
+        let issued = issue::issue(dir, kind, name, sans, 1).unwrap();
+        TlsFiles {
+            cert: issued.cert,
+            key: issued.key,
+            ca: issue::ca_cert_path(dir),
+            crl: Some(issue::crl_path(dir)),
+        }
+    };
+    [
+        files(
+            CertKind::Controller,
+            "localhost",
+            &["127.0.0.1".to_string()],
+        ),
+        files(CertKind::Node, NODE, &[]),
+        files(CertKind::Operator, OPERATOR, &[]),
+    ]
+}
+
+/// Starts controller and agent, under mutual TLS with certificates issued
+/// into `tls_dir` when it is given, else in plain text.
+async fn start_with(tls_dir: Option<&Path>) -> Harness {
     let dirs = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    let certificates = tls_dir.map(issue_certificates);
     let server_config = ServerConfig {
         listen: addr,
         db: dirs.path().join("controller/novamedic.db"),
+        transport: match &certificates {
+            Some([controller, _, _]) => ServerTransport::MutualTls(controller.clone()),
+            None => ServerTransport::Plaintext,
+        },
+        roles: Roles {
+            operators: vec![OPERATOR.to_string()],
+            viewers: Vec::new(),
+        },
         ..Default::default()
     };
     let (stop_controller, controller_stopped) = oneshot::channel::<()>();
@@ -134,7 +180,11 @@ async fn start() -> Harness {
     };
     let config = AgentConfig {
         node: NODE.to_string(),
-        controller: format!("http://{addr}"),
+        controller: match &certificates {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        },
+        tls: certificates.as_ref().map(|[_, node, _]| node.clone()),
         state_dir: dirs.path().join("agent"),
         // Long enough that no periodic report interferes: every report a
         // test sees is the connect report or one sent for a unit change.
@@ -157,7 +207,8 @@ async fn start() -> Harness {
         let _ = agent_stopped.await;
     }));
 
-    let operator = connect_operator(addr).await;
+    let operator =
+        connect_operator(addr, certificates.as_ref().map(|[_, _, operator]| operator)).await;
     Harness {
         operator,
         unit_tx,
@@ -167,10 +218,27 @@ async fn start() -> Harness {
     }
 }
 
-async fn connect_operator(addr: SocketAddr) -> OperatorServiceClient<Channel> {
+async fn connect_operator(
+    addr: SocketAddr,
+    tls: Option<&TlsFiles>,
+) -> OperatorServiceClient<Channel> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        Some(files) => {
+            let material = TlsMaterial::load(files).unwrap();
+            let verifier = novamedic_tls::rustls_config::server_verifier(&material).unwrap();
+            let config = ClientTlsConfig::new()
+                .domain_name("127.0.0.1")
+                .identity(Identity::from_pem(&material.cert_pem, &material.key_pem));
+            Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config_with_verifier(config, verifier)
+                .unwrap()
+        }
+    };
     for _ in 0..100 {
-        if let Ok(client) = OperatorServiceClient::connect(format!("http://{addr}")).await {
-            return client;
+        if let Ok(channel) = endpoint.connect().await {
+            return OperatorServiceClient::new(channel);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -371,4 +439,51 @@ async fn unit_failure_sent_as_unit_change() {
             .any(|e| e.kind == "unit_state_changed" && e.detail.contains("failed")),
         "unit_state_changed event recorded: {events:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_under_mutual_tls_restarts() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let mut harness = start_with(Some(tls_dir.path())).await;
+    let status = wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(10),
+        "a report over mutual TLS",
+        |s| s.report.is_some(),
+    )
+    .await;
+    assert!(status.connected, "agent stream is open");
+
+    let response = harness
+        .operator
+        .restart_nova_compute(v1::RestartRequest {
+            node: NODE.to_string(),
+            reason: "loopback under TLS".to_string(),
+            requested_by: "someone-else@laptop".to_string(),
+            wait_ms: 30_000,
+        })
+        .await
+        .expect("the operator certificate may restart")
+        .into_inner();
+    assert_eq!(
+        response.result.as_ref().map(|result| result.outcome),
+        Some(CommandOutcome::Succeeded as i32),
+        "{response:?}"
+    );
+
+    let events = harness
+        .operator
+        .list_events(v1::ListEventsRequest {
+            node: NODE.to_string(),
+            limit: 50,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let sent = events
+        .iter()
+        .find(|event| event.kind == "command_sent")
+        .expect("a command_sent event");
+    assert_eq!(sent.actor, OPERATOR);
 }

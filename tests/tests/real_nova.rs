@@ -49,7 +49,7 @@ impl Stack {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let controller = Controller::start(&env).expect("controller starts");
-        let node = boot_nova_node(&env, &rootfs, name, &controller.url())
+        let node = boot_nova_node(&env, &rootfs, name, &controller)
             .unwrap_or_else(|err| panic!("nova node boots: {err:#}"));
         Some(Stack {
             controller,

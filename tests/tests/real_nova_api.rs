@@ -18,7 +18,7 @@ fn oversized_server_fails_with_fault() {
         return;
     };
     let controller = Controller::start(&env).expect("controller starts");
-    let node = boot_nova_node(&env, &rootfs, "realnova-api", &controller.url())
+    let node = boot_nova_node(&env, &rootfs, "realnova-api", &controller)
         .unwrap_or_else(|err| panic!("nova node boots: {err:#}"));
     let api = NovaApi::start(&node).unwrap_or_else(|err| panic!("nova-api starts: {err:#}"));
     let fail = |message: String| -> ! { panic!("{message}\n{}", api.diagnostics()) };

@@ -35,7 +35,13 @@ fn start_slice(
 ) -> Option<(SystemTestEnv, Controller, ComputeNode)> {
     let env = require_system_test_env()?;
     let controller = Controller::start(&env).expect("controller starts");
-    let node = boot_compute_node(&env, name, &controller.url(), settings).expect("node boots");
+    let node = boot_compute_node(
+        &env,
+        name,
+        &controller.url(),
+        &controller.agent_settings(settings),
+    )
+    .expect("node boots");
     Some((env, controller, node))
 }
 

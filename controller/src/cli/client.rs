@@ -6,8 +6,9 @@ use std::time::Duration;
 use novamedic_proto::v1;
 use novamedic_proto::v1::operator_service_client::OperatorServiceClient;
 use novamedic_proto::view::{EventView, NodeView, PolicyView, RestartView};
+use novamedic_tls::{TlsFiles, TlsMaterial};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
 use super::{exit, render, EventsArgs, OutputFormat, RestartArgs};
@@ -36,29 +37,49 @@ pub struct Failure {
 
 pub(super) type Outcome = Result<u8, Failure>;
 
-pub async fn nodes(url: &str, format: OutputFormat) -> Outcome {
-    let mut client = connect(url).await?;
+/// Footer of the `nodes` table when the controller serves plain text.
+const PLAINTEXT_WARNING: &str = "WARNING: the controller runs with --insecure-plaintext: its \
+connections are neither encrypted nor authenticated, and anyone who reaches it may restart \
+nova-compute\n";
+
+/// The controller to call and the client certificate to call it with.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `https://HOST:PORT`, or `http://HOST:PORT` for a plain-text controller.
+    pub url: String,
+    /// Certificate, key and CA for an https URL; `None` leaves them unset.
+    pub tls: Option<TlsFiles>,
+}
+
+pub async fn nodes(target: &Target, format: OutputFormat) -> Outcome {
+    let url = target.url.as_str();
+    let mut client = connect(target).await?;
     let mut request = tonic::Request::new(v1::ListNodesRequest {});
     request.set_timeout(READ_TIMEOUT);
-    let nodes = client
+    let response = client
         .list_nodes(request)
         .await
         .map_err(|status| call_failure(url, status))?
-        .into_inner()
-        .nodes;
+        .into_inner();
+    let nodes = response.nodes;
     match format {
         OutputFormat::Json => {
             print_json(&nodes.iter().map(NodeView::from_status).collect::<Vec<_>>())?
         }
         OutputFormat::Table | OutputFormat::Markdown => {
-            write_stdout(&render::nodes(&nodes, crate::clock::now_unix_ms()))?
+            let mut text = render::nodes(&nodes, crate::clock::now_unix_ms());
+            if response.insecure_plaintext {
+                text.push_str(PLAINTEXT_WARNING);
+            }
+            write_stdout(&text)?
         }
     }
     Ok(0)
 }
 
-pub async fn node_show(url: &str, format: OutputFormat, node: &str) -> Outcome {
-    let mut client = connect(url).await?;
+pub async fn node_show(target: &Target, format: OutputFormat, node: &str) -> Outcome {
+    let url = target.url.as_str();
+    let mut client = connect(target).await?;
     let mut request = tonic::Request::new(v1::GetNodeRequest {
         node: node.to_string(),
     });
@@ -77,8 +98,9 @@ pub async fn node_show(url: &str, format: OutputFormat, node: &str) -> Outcome {
     Ok(0)
 }
 
-pub async fn restart(url: &str, format: OutputFormat, args: &RestartArgs) -> Outcome {
-    let mut client = connect(url).await?;
+pub async fn restart(target: &Target, format: OutputFormat, args: &RestartArgs) -> Outcome {
+    let url = target.url.as_str();
+    let mut client = connect(target).await?;
     let wait = Duration::from_secs(args.wait);
     let mut request = tonic::Request::new(v1::RestartRequest {
         node: args.node.clone(),
@@ -100,8 +122,9 @@ pub async fn restart(url: &str, format: OutputFormat, args: &RestartArgs) -> Out
     Ok(outcome_exit_code(view.outcome))
 }
 
-pub async fn events(url: &str, format: OutputFormat, args: &EventsArgs) -> Outcome {
-    let mut client = connect(url).await?;
+pub async fn events(target: &Target, format: OutputFormat, args: &EventsArgs) -> Outcome {
+    let url = target.url.as_str();
+    let mut client = connect(target).await?;
     let mut request = tonic::Request::new(v1::ListEventsRequest {
         node: args.node.clone().unwrap_or_default(),
         limit: args.limit,
@@ -143,8 +166,9 @@ pub enum PolicyCall {
     },
 }
 
-pub async fn policy(url: &str, format: OutputFormat, call: PolicyCall) -> Outcome {
-    let mut client = connect(url).await?;
+pub async fn policy(target: &Target, format: OutputFormat, call: PolicyCall) -> Outcome {
+    let url = target.url.as_str();
+    let mut client = connect(target).await?;
     let requested_by = requester_identity();
     let reply = match call {
         PolicyCall::Show => client.get_policy(timed(v1::GetPolicyRequest {})).await,
@@ -208,8 +232,9 @@ fn outcome_exit_code(outcome: &str) -> u8 {
     }
 }
 
-pub(super) async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>, Failure> {
-    let endpoint = endpoint(url)?;
+pub(super) async fn connect(target: &Target) -> Result<OperatorServiceClient<Channel>, Failure> {
+    let url = target.url.as_str();
+    let endpoint = endpoint(target)?;
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()
@@ -225,32 +250,60 @@ pub(super) async fn connect(url: &str) -> Result<OperatorServiceClient<Channel>,
     Ok(OperatorServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES))
 }
 
-/// Parses the controller URL; only `http://HOST:PORT` is accepted.
-fn endpoint(url: &str) -> Result<Endpoint, Failure> {
+/// Parses the controller URL, `https://HOST:PORT` or, for a plain-text
+/// controller, `http://HOST:PORT`, and sets up the client certificate.
+fn endpoint(target: &Target) -> Result<Endpoint, Failure> {
+    let url = target.url.as_str();
     let usage = |problem: &str| Failure {
         exit_code: exit::USAGE,
         message: format!(
-            "{problem} {url:?}; expected one like http://127.0.0.1:7400 \
+            "{problem} {url:?}; expected one like https://127.0.0.1:7400 \
              (set --controller or NOVAMEDIC_CONTROLLER)"
         ),
     };
     let uri: tonic::codegen::http::Uri =
         url.parse().map_err(|_| usage("invalid controller URL"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| usage("the controller URL has no host:"))?;
+    let endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|_| usage("invalid controller URL"))?;
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => {}
-        Some("https") => {
-            return Err(Failure {
-                exit_code: exit::USAGE,
-                message: format!(
-                    "TLS is not supported yet; use http:// on a trusted network \
-                     instead of {url:?}"
-                ),
-            })
-        }
-        None => return Err(usage("the controller URL needs the http:// scheme:")),
-        Some(_) => return Err(usage("invalid controller URL")),
+        Some("http") => Ok(endpoint),
+        Some("https") => with_client_tls(endpoint, host, target.tls.as_ref()),
+        None => Err(usage(
+            "the controller URL needs the https:// or http:// scheme:",
+        )),
+        Some(_) => Err(usage("invalid controller URL")),
     }
-    Endpoint::from_shared(url.to_string()).map_err(|_| usage("invalid controller URL"))
+}
+
+/// Adds the operator's certificate and the CA that signs the controller's.
+fn with_client_tls(
+    endpoint: Endpoint,
+    host: &str,
+    files: Option<&TlsFiles>,
+) -> Result<Endpoint, Failure> {
+    let usage = |message: String| Failure {
+        exit_code: exit::USAGE,
+        message,
+    };
+    let files = files.ok_or_else(|| {
+        usage(
+            "an https:// controller needs a client certificate: set --tls-cert, --tls-key and \
+             --tls-ca (or NOVAMEDIC_TLS_CERT, NOVAMEDIC_TLS_KEY and NOVAMEDIC_TLS_CA)"
+                .to_string(),
+        )
+    })?;
+    let material = TlsMaterial::load(files).map_err(|err| usage(err.to_string()))?;
+    let verifier = novamedic_tls::rustls_config::server_verifier(&material)
+        .map_err(|err| usage(format!("cannot use the CA {}: {err}", files.ca.display())))?;
+    let config = ClientTlsConfig::new()
+        .domain_name(host.trim_start_matches('[').trim_end_matches(']'))
+        .identity(Identity::from_pem(&material.cert_pem, &material.key_pem));
+    endpoint
+        .tls_config_with_verifier(config, verifier)
+        .map_err(|err| usage(format!("cannot set up TLS: {}", crate::error_chain(&err))))
 }
 
 /// Returns the innermost cause of a connection failure in plain words, such
@@ -341,6 +394,15 @@ fn status_failure(status: tonic::Status) -> Failure {
         Code::InvalidArgument => exit::USAGE,
         _ => exit::FAILED,
     };
+    if matches!(
+        status.code(),
+        Code::PermissionDenied | Code::Unauthenticated
+    ) {
+        return Failure {
+            exit_code,
+            message: format!("permission denied: {}", status.message()),
+        };
+    }
     let message = match status.code() {
         Code::Unavailable
         | Code::NotFound
@@ -356,8 +418,8 @@ fn status_failure(status: tonic::Status) -> Failure {
 /// Returns the identity recorded as `requested_by`: `$SUDO_USER` (the person
 /// behind sudo), else `$USER`, else the name of the real user id, at this host.
 ///
-/// NOTE: this is the client's own claim and the controller cannot verify it;
-/// it becomes trustworthy only once operators authenticate with certificates.
+/// Under mutual TLS the controller records the certificate's name instead;
+/// this claim is used only by a plain-text controller, which cannot check it.
 fn requester_identity() -> String {
     let user = ["SUDO_USER", "USER"]
         .iter()

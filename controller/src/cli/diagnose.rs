@@ -14,7 +14,7 @@ use novamedic_proto::view::NodeView;
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
-use super::client::{connect, print_json, write_stdout, Outcome, READ_TIMEOUT};
+use super::client::{connect, print_json, write_stdout, Outcome, Target, READ_TIMEOUT};
 use super::{exit, Failure, OutputFormat};
 use crate::diagnose::{self, all, markdown, text, DiagnoseError, FleetSource};
 use crate::openstack::config::{self, Overrides, SearchPaths};
@@ -159,7 +159,7 @@ impl OpenStackArgs {
     }
 }
 
-pub async fn run(controller: &str, format: OutputFormat, args: &DiagnoseArgs) -> Outcome {
+pub async fn run(controller: &Target, format: OutputFormat, args: &DiagnoseArgs) -> Outcome {
     let client = openstack_client(args)?;
     let fleet = ControllerFleet::new(controller);
     if args.all {
@@ -241,14 +241,14 @@ fn api_failure(err: &ApiError) -> Failure {
 /// first use; a controller that cannot be reached leaves the fleet parts
 /// of the report missing, with the reason.
 struct ControllerFleet<'a> {
-    url: &'a str,
+    target: &'a Target,
     client: OnceCell<Result<OperatorServiceClient<Channel>, String>>,
 }
 
 impl<'a> ControllerFleet<'a> {
-    fn new(url: &'a str) -> Self {
+    fn new(target: &'a Target) -> Self {
         ControllerFleet {
-            url,
+            target,
             client: OnceCell::new(),
         }
     }
@@ -258,7 +258,11 @@ impl FleetSource for ControllerFleet<'_> {
     async fn node(&self, node: &str) -> Result<Option<NodeView>, String> {
         let client = self
             .client
-            .get_or_init(|| async { connect(self.url).await.map_err(|failure| failure.message) })
+            .get_or_init(|| async {
+                connect(self.target)
+                    .await
+                    .map_err(|failure| failure.message)
+            })
             .await;
         let mut client = client.clone()?;
         let mut request = tonic::Request::new(v1::GetNodeRequest {
@@ -270,7 +274,7 @@ impl FleetSource for ControllerFleet<'_> {
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(format!(
                 "the controller at {} answered {}: {}",
-                self.url,
+                self.target.url,
                 status.code().description(),
                 status.message()
             )),

@@ -1,6 +1,7 @@
 //! The `novamedic` command line: `serve` runs the controller, the other
 //! commands are an operator client of a running controller.
 
+mod certs;
 mod client;
 mod diagnose;
 mod render;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use client::{Failure, MAX_REPLY_BYTES};
+pub use client::{Failure, Target, MAX_REPLY_BYTES};
 pub use diagnose::{DiagnoseArgs, OpenStackArgs};
 pub use table::escape_control;
 
@@ -37,7 +38,8 @@ pub mod exit {
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (for restart: the outcome was succeeded)
-  1  failed, or the restart was rejected or failed on the node
+  1  failed, or the restart was rejected or failed on the node, or permission
+     denied (the client certificate lacks the role the command needs)
   2  invalid arguments or configuration
   3  node not known to the controller
   4  controller not reachable or not a novamedic controller, or the node's agent
@@ -50,14 +52,31 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "novamedic", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
-    /// URL of the controller to query.
+    /// URL of the controller to query: https:// for mutual TLS, http:// only
+    /// for a controller started with --insecure-plaintext.
     #[arg(
         long,
         global = true,
         env = "NOVAMEDIC_CONTROLLER",
-        default_value = "http://127.0.0.1:7400"
+        default_value = "https://127.0.0.1:7400"
     )]
     pub controller: String,
+
+    /// Operator certificate (PEM) presented to an https:// controller.
+    #[arg(long, global = true, env = "NOVAMEDIC_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "NOVAMEDIC_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signs the controller's certificate.
+    #[arg(long, global = true, env = "NOVAMEDIC_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Revocation list (PEM) checked against the controller's certificate.
+    #[arg(long, global = true, env = "NOVAMEDIC_TLS_CRL", value_name = "PATH")]
+    pub tls_crl: Option<PathBuf>,
 
     /// Output format: aligned text for people, JSON for scripts, or
     /// Markdown for incident tickets (diagnose only).
@@ -113,6 +132,9 @@ pub enum Command {
         /// Node name, as `novamedic nodes` lists it.
         node: String,
     },
+    /// Create a CA and issue certificates for nodes, controller and operators.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +230,11 @@ pub struct ServeArgs {
     /// if it exists, else the built-in policy in dry-run mode]
     #[arg(long, value_name = "PATH")]
     pub policy: Option<PathBuf>,
+    /// Serve plain-text gRPC without TLS: no encryption, no authentication
+    /// of agents, and every operator request allowed. Only on a trusted
+    /// network.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,47 +278,42 @@ pub async fn run(cli: Cli) -> ExitCode {
         eprintln!("novamedic: -o markdown is only for diagnose; use -o table or -o json");
         return ExitCode::from(exit::USAGE);
     }
+    let target = client_target(&cli);
     let result = match cli.command {
         Command::Serve(args) => return serve(args).await,
-        Command::Nodes => client::nodes(&cli.controller, cli.output).await,
+        Command::Certs(command) => certs::run(&command),
+        Command::Nodes => client::nodes(&target, cli.output).await,
         Command::Node(NodeCommand::Show { node }) => {
-            client::node_show(&cli.controller, cli.output, &node).await
+            client::node_show(&target, cli.output, &node).await
         }
-        Command::Restart(args) => client::restart(&cli.controller, cli.output, &args).await,
-        Command::Events(args) => client::events(&cli.controller, cli.output, &args).await,
+        Command::Restart(args) => client::restart(&target, cli.output, &args).await,
+        Command::Events(args) => client::events(&target, cli.output, &args).await,
         Command::Policy(PolicyCommand::Show) => {
-            client::policy(&cli.controller, cli.output, client::PolicyCall::Show).await
+            client::policy(&target, cli.output, client::PolicyCall::Show).await
         }
         Command::Pause(args) => {
             let call = client::PolicyCall::Pause {
                 reason: args.reason,
             };
-            client::policy(&cli.controller, cli.output, call).await
+            client::policy(&target, cli.output, call).await
         }
-        Command::Resume => {
-            client::policy(&cli.controller, cli.output, client::PolicyCall::Resume).await
-        }
+        Command::Resume => client::policy(&target, cli.output, client::PolicyCall::Resume).await,
         Command::Silence(args) => {
             let call = client::PolicyCall::Silence {
                 node: args.node,
                 seconds: args.duration,
                 reason: args.reason,
             };
-            client::policy(&cli.controller, cli.output, call).await
+            client::policy(&target, cli.output, call).await
         }
         Command::Unsilence { node } => {
             let call = client::PolicyCall::Unsilence { node };
-            client::policy(&cli.controller, cli.output, call).await
+            client::policy(&target, cli.output, call).await
         }
         Command::Clear { node } => {
-            client::policy(
-                &cli.controller,
-                cli.output,
-                client::PolicyCall::Clear { node },
-            )
-            .await
+            client::policy(&target, cli.output, client::PolicyCall::Clear { node }).await
         }
-        Command::Diagnose(args) => diagnose::run(&cli.controller, cli.output, &args).await,
+        Command::Diagnose(args) => diagnose::run(&target, cli.output, &args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -301,6 +323,23 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(failure.exit_code)
         }
+    }
+}
+
+/// The controller URL and, when all three are set, the client's TLS files.
+fn client_target(cli: &Cli) -> Target {
+    let tls = match (&cli.tls_cert, &cli.tls_key, &cli.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(novamedic_tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            crl: cli.tls_crl.clone(),
+        }),
+        _ => None,
+    };
+    Target {
+        url: cli.controller.clone(),
+        tls,
     }
 }
 
@@ -332,6 +371,18 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
         Err(err) => {
             eprintln!("novamedic: {}", crate::error_chain(&err));
+            return ExitCode::from(exit::USAGE);
+        }
+    }
+    if args.insecure_plaintext {
+        config.transport = crate::config::Transport::Plaintext;
+    }
+    if let crate::config::Transport::MutualTls(files) = &config.transport {
+        if let Err(err) = novamedic_tls::TlsMaterial::load(files) {
+            eprintln!(
+                "novamedic: {err}; create the files with `novamedic certs`, set them in [tls] \
+                 of the configuration file, or pass --insecure-plaintext on a trusted network"
+            );
             return ExitCode::from(exit::USAGE);
         }
     }

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use novamedic_proto::v1;
 use novamedic_proto::view::outcome_name;
+use novamedic_tls::PeerIdentity;
 
 pub use restart::RestartError;
 
 use crate::clock::now_unix_ms;
-use crate::fleet::{kind, Fleet, NotCurrent, StreamSender};
+use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
 use crate::policy::{Policy, PolicyState};
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
 use policy::PolicyRunner;
@@ -92,9 +93,37 @@ impl Controller {
     }
 
     /// Registers an agent's accepted stream and returns its connection id.
-    pub async fn accept_hello(&self, hello: HelloRecord, sender: StreamSender) -> u64 {
+    /// A node connected under another certificate keeps its stream; the new
+    /// one is rejected and a `stream_rejected` event names both
+    /// certificates.
+    pub async fn accept_hello(
+        &self,
+        hello: HelloRecord,
+        sender: StreamSender,
+        peer: StreamPeer,
+    ) -> Result<u64, CertificateConflict> {
         let now = now_unix_ms();
-        let connected = self.fleet.connect(hello.clone(), sender, now);
+        let offered = peer
+            .certificate
+            .as_ref()
+            .map_or_else(String::new, PeerIdentity::describe);
+        let address = peer.address.clone();
+        let connected = match self
+            .fleet
+            .connect_with_certificate(hello.clone(), sender, peer, now)
+        {
+            Ok(connected) => connected,
+            Err(conflict) => {
+                let detail = format!(
+                    "rejected a stream from {address} with certificate {offered}: the node is \
+                     connected from {} under certificate {}",
+                    conflict.connected_address,
+                    conflict.connected.describe()
+                );
+                self.record_rejected_stream(&hello.node, detail).await;
+                return Err(conflict);
+            }
+        };
         if connected.replaced_open_stream {
             tracing::warn!(
                 node = ?hello.node,
@@ -113,7 +142,27 @@ impl Controller {
             .upsert_hello(&hello, now, &connected.events)
             .await;
         log_store_failure(saved, &hello.node, "hello");
-        connected.connection_id
+        Ok(connected.connection_id)
+    }
+
+    /// Records a `stream_rejected` event on `node` when the node is known;
+    /// the history has no place for events of unknown nodes, so those are
+    /// only logged.
+    pub async fn record_rejected_stream(&self, node: &str, detail: String) {
+        tracing::warn!(node, detail = ?detail, "agent stream rejected");
+        if self.fleet.status(node).is_none() {
+            return;
+        }
+        let event = NewEvent {
+            time_unix_ms: now_unix_ms(),
+            node: node.to_string(),
+            kind: kind::STREAM_REJECTED.to_string(),
+            detail,
+            actor: String::new(),
+            command_id: String::new(),
+        };
+        let saved = self.store.append_event(&event).await.map(|_| ());
+        log_store_failure(saved, node, "stream rejection");
     }
 
     /// Applies a report that arrived on `connection_id` and persists it, or

@@ -9,6 +9,9 @@ pub const AGENT_CONNECTED: &str = "agent_connected";
 pub const AGENT_DISCONNECTED: &str = "agent_disconnected";
 /// A new stream from a node replaced one that was still open.
 pub const STREAM_REPLACED: &str = "stream_replaced";
+/// An agent's stream was rejected because its certificate does not prove
+/// the node it claims, or the node is connected under another certificate.
+pub const STREAM_REJECTED: &str = "stream_rejected";
 /// The node's health status changed, including to and from stale.
 pub const HEALTH_CHANGED: &str = "health_changed";
 /// nova-compute's unit changed state or was restarted.

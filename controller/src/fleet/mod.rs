@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use novamedic_proto::v1;
+use novamedic_tls::PeerIdentity;
 use tokio::sync::{mpsc, oneshot};
 
 pub use changes::{stale_health, DEFAULT_REPORT_INTERVAL_MS, STALE_INTERVALS};
@@ -52,6 +53,16 @@ struct NodeState {
 struct Connection {
     id: u64,
     sender: StreamSender,
+    peer: StreamPeer,
+}
+
+/// Who opened an agent stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamPeer {
+    /// Remote IP address and port, or "unknown".
+    pub address: String,
+    /// The verified client certificate; `None` in plain-text mode.
+    pub certificate: Option<PeerIdentity>,
 }
 
 #[derive(Debug)]
@@ -77,6 +88,16 @@ pub struct HealthUpdate {
     pub node: String,
     pub health: v1::Health,
     pub events: Vec<NewEvent>,
+}
+
+/// A stream rejected because the node is connected under another
+/// certificate.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CertificateConflict {
+    /// The certificate of the stream that stays open.
+    pub connected: PeerIdentity,
+    /// The remote address of the stream that stays open.
+    pub connected_address: String,
 }
 
 /// A report that arrived on a stream that is no longer the node's current one.
@@ -135,13 +156,38 @@ impl Fleet {
         }
     }
 
-    /// Registers an accepted stream. A stream the node still had open is
-    /// replaced; dropping its sender ends it.
+    /// Registers an accepted plain-text stream; see
+    /// [`Fleet::connect_with_certificate`].
     pub fn connect(&self, hello: HelloRecord, sender: StreamSender, now_unix_ms: i64) -> Connected {
-        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        self.connect_with_certificate(hello, sender, StreamPeer::default(), now_unix_ms)
+            .expect("a stream without a certificate never conflicts")
+    }
+
+    /// Registers an accepted stream. A stream the node still had open is
+    /// replaced, and dropping its sender ends it, unless the open stream
+    /// was opened with a different certificate: then the new stream is
+    /// rejected and the open one stays.
+    pub fn connect_with_certificate(
+        &self,
+        hello: HelloRecord,
+        sender: StreamSender,
+        peer: StreamPeer,
+        now_unix_ms: i64,
+    ) -> Result<Connected, CertificateConflict> {
         let node = hello.node.clone();
         let mut events = Vec::new();
         let mut nodes = self.lock();
+        if let Some(open) = nodes.get(&node).and_then(|state| state.connection.as_ref()) {
+            if let (Some(open_cert), Some(new_cert)) = (&open.peer.certificate, &peer.certificate) {
+                if open_cert.fingerprint != new_cert.fingerprint {
+                    return Err(CertificateConflict {
+                        connected: open_cert.clone(),
+                        connected_address: open.peer.address.clone(),
+                    });
+                }
+            }
+        }
+        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
 
         let state = nodes.entry(node.clone()).or_insert_with(|| {
             events.push(changes::event(
@@ -173,12 +219,13 @@ impl Fleet {
         state.connection = Some(Connection {
             id: connection_id,
             sender,
+            peer,
         });
-        Connected {
+        Ok(Connected {
             connection_id,
             replaced_open_stream,
             events,
-        }
+        })
     }
 
     /// Forgets a closed stream and returns its `agent_disconnected` event, or

@@ -49,6 +49,7 @@ impl TestServer {
             shutdown_drain: Duration::from_secs(2),
             policy,
             policy_source: "test".to_string(),
+            transport: novamedic::config::Transport::Plaintext,
             ..ServerConfig::default()
         };
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -133,9 +134,26 @@ pub async fn attach(
     ),
     tonic::Status,
 > {
-    let mut client = AgentServiceClient::connect(format!("http://{addr}"))
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
         .await
         .expect("agent client connects");
+    attach_on(channel, first).await
+}
+
+/// Opens an `Attach` stream on `channel`, as [`attach`] does.
+pub async fn attach_on(
+    channel: Channel,
+    first: v1::AgentMessage,
+) -> Result<
+    (
+        mpsc::Sender<v1::AgentMessage>,
+        tonic::Streaming<v1::ControllerMessage>,
+    ),
+    tonic::Status,
+> {
+    let mut client = AgentServiceClient::new(channel);
     let (outbound, rx) = mpsc::channel(64);
     outbound.send(first).await.unwrap();
     let response = client.attach(ReceiverStream::new(rx)).await?;
@@ -144,11 +162,21 @@ pub async fn attach(
 
 impl FakeAgent {
     pub async fn connect(addr: SocketAddr, hello: v1::Hello) -> Self {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("agent client connects");
+        Self::connect_on(channel, hello).await
+    }
+
+    /// Attaches on `channel`, which may carry a TLS client certificate.
+    pub async fn connect_on(channel: Channel, hello: v1::Hello) -> Self {
         let node = hello.node.clone();
         let first = v1::AgentMessage {
             body: Some(v1::agent_message::Body::Hello(hello)),
         };
-        let (outbound, mut inbound) = attach(addr, first)
+        let (outbound, mut inbound) = attach_on(channel, first)
             .await
             .expect("controller accepts the Hello");
         let ack = inbound

@@ -188,6 +188,7 @@ fn run(settings: &Settings) -> Result<()> {
         report_interval_seconds: settings.report_interval_seconds,
         restart_settle_seconds: settings.settle_seconds,
         restart_budget: Some(RESTART_BUDGET),
+        tls_dir: Some(controller.tls_dir()),
     };
     let mut node = boot_compute_node(&env, "bench", &controller.url(), &agent_settings)?;
 
