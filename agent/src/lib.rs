@@ -13,6 +13,7 @@
 //! - `logwatch`: follows nova-compute's log file and journal and keeps the
 //!   faults that the signature catalogue finds in them;
 //! - `classify`: the `classify` subcommand, which diagnoses copied logs;
+//! - `notify`: systemd's readiness, watchdog and status notifications;
 //! - `transport`: the gRPC stream to the controller, with reconnects;
 //! - `report`: assembles the `NodeReport` that `check` prints and the
 //!   transport sends.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod executor;
 pub mod health;
 pub mod logwatch;
+pub mod notify;
 pub mod report;
 pub mod systemd;
 pub mod transport;

@@ -84,6 +84,9 @@ pub enum Command {
     Restart(RestartArgs),
     /// Show the event history, newest first.
     Events(EventsArgs),
+    /// Write man pages and shell completions (used when building packages).
+    #[command(hide = true)]
+    GenerateDocs(novamedic_docgen::GenerateDocsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +146,9 @@ pub struct EventsArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => return serve(args).await,
+        Command::GenerateDocs(args) => {
+            return novamedic_docgen::run(&args, <Cli as clap::CommandFactory>::command())
+        }
         Command::Nodes => client::nodes(&cli.controller, cli.output).await,
         Command::Node(NodeCommand::Show { node }) => {
             client::node_show(&cli.controller, cli.output, &node).await
