@@ -37,6 +37,30 @@ const CONTROLLER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Polling interval of every wait in the system tests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Where [`agent_privilege_binds`] puts the agent package's postinst.
+const AGENT_POSTINST: &str = "/usr/share/novamedic-tests/agent-postinst";
+
+/// Returns the binds that give a container the agent's privileges as its
+/// package does: the package's postinst, which [`install_agent_user`] runs,
+/// and the polkit rule.
+pub fn agent_privilege_binds(env: &SystemTestEnv) -> [Bind; 2] {
+    [
+        Bind::read_only(env.packaging("deb/agent/postinst"), AGENT_POSTINST),
+        Bind::read_only(
+            env.packaging("polkit/50-novamedic-agent.rules"),
+            "/usr/share/polkit-1/rules.d/50-novamedic-agent.rules",
+        ),
+    ]
+}
+
+/// Creates the novamedic user and its group memberships inside with the
+/// agent package's own postinst, whose generated unit handling is a
+/// comment outside a package build.
+pub fn install_agent_user(container: &Container) -> Result<()> {
+    container.exec_ok(&["sh", AGENT_POSTINST, "configure"])?;
+    Ok(())
+}
+
 /// Agent settings a test may change; the rest of agent.toml is fixed.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -115,7 +139,8 @@ impl ComputeNode {
 }
 
 /// Boots a compute node: the stand-in nova-compute and the agent unit from
-/// `packaging/`, with the agent's binary bound in and a host directory bound
+/// `packaging/`, the agent's user and polkit rule as its package installs
+/// them, with the agent's binary bound in and a host directory bound
 /// at nova's instances path, so the instances live on a real filesystem as
 /// on a compute node. Starts nova-compute, writes agent.toml for
 /// `controller_url` and starts the agent.
@@ -130,12 +155,15 @@ pub fn boot_compute_node(
     let instances_dir = tempfile::Builder::new()
         .prefix("novamedic-instances-")
         .tempdir()?;
+    let [postinst, polkit_rule] = agent_privilege_binds(env);
     let binds = [
         Bind::read_only(&agent_binary, "/usr/bin/novamedic-agent"),
         Bind::read_only(
             env.packaging("systemd/novamedic-agent.service"),
             "/etc/systemd/system/novamedic-agent.service",
         ),
+        postinst,
+        polkit_rule,
         Bind::read_only(
             env.packaging("test/fake-nova-compute"),
             "/usr/bin/nova-compute",
@@ -153,6 +181,7 @@ pub fn boot_compute_node(
     ];
     let container = Container::boot(&env.rootfs, name, &binds, "multi-user.target")?;
 
+    install_agent_user(&container)?;
     let config = agent_config(container.machine(), controller_url, settings);
     container.write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
     container.systemctl_ok(&["start", NOVA_UNIT])?;
