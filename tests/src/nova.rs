@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::container::{Bind, Container};
-use crate::slice::{agent_privilege_binds, install_agent_user, AGENT_UNIT, POLL_INTERVAL};
+use crate::slice::{install_agent_privileges, AGENT_UNIT, POLL_INTERVAL};
 use crate::system_env::{require_system_test_env, SystemTestEnv, SKIP_VARIABLE};
 
 /// Overrides the nova tree's location (default `target/novamedic-nova-rootfs`).
@@ -279,22 +279,19 @@ pub fn boot_nova_node(
             agent_binary.display()
         );
     }
-    let [postinst, polkit_rule] = agent_privilege_binds(env);
     let binds = [
         Bind::read_only(&agent_binary, "/usr/bin/novamedic-agent"),
         Bind::read_only(
             env.packaging("systemd/novamedic-agent.service"),
             "/etc/systemd/system/novamedic-agent.service",
         ),
-        postinst,
-        polkit_rule,
     ];
     let container = Container::boot(rootfs, name, &binds, "multi-user.target")?;
     let node = NovaNode { container };
     node.wait_for_stack()?;
     require_loopback_listeners()?;
 
-    install_agent_user(&node.container)?;
+    install_agent_privileges(env, &node.container)?;
     let config = nova_agent_config(node.name(), controller_url);
     node.container
         .write_file("/etc/novamedic/agent.toml", config.as_bytes())?;

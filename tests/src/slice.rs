@@ -37,26 +37,23 @@ const CONTROLLER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Polling interval of every wait in the system tests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Where [`agent_privilege_binds`] puts the agent package's postinst.
+/// Where [`install_agent_privileges`] writes the agent package's postinst.
 const AGENT_POSTINST: &str = "/usr/share/novamedic-tests/agent-postinst";
 
-/// Returns the binds that give a container the agent's privileges as its
-/// package does: the package's postinst, which [`install_agent_user`] runs,
-/// and the polkit rule.
-pub fn agent_privilege_binds(env: &SystemTestEnv) -> [Bind; 2] {
-    [
-        Bind::read_only(env.packaging("deb/agent/postinst"), AGENT_POSTINST),
-        Bind::read_only(
-            env.packaging("polkit/50-novamedic-agent.rules"),
-            "/usr/share/polkit-1/rules.d/50-novamedic-agent.rules",
-        ),
-    ]
-}
-
-/// Creates the novamedic user and its group memberships inside with the
-/// agent package's own postinst, whose generated unit handling is a
-/// comment outside a package build.
-pub fn install_agent_user(container: &Container) -> Result<()> {
+/// Gives the agent inside the privileges its package gives it: writes the
+/// package's polkit rule and runs its postinst, which creates the novamedic
+/// user and its group memberships (the generated unit handling is a comment
+/// outside a package build). The files are copied, not bound, because a
+/// bind mount would be one more filesystem in the agent's report, and the
+/// polkit rules directory is closed to the agent's user.
+pub fn install_agent_privileges(env: &SystemTestEnv, container: &Container) -> Result<()> {
+    let rule = fs::read(env.packaging("polkit/50-novamedic-agent.rules"))?;
+    container.write_file(
+        "/usr/share/polkit-1/rules.d/50-novamedic-agent.rules",
+        &rule,
+    )?;
+    let postinst = fs::read(env.packaging("deb/agent/postinst"))?;
+    container.write_file_mode(AGENT_POSTINST, &postinst, 0o755)?;
     container.exec_ok(&["sh", AGENT_POSTINST, "configure"])?;
     Ok(())
 }
@@ -155,15 +152,12 @@ pub fn boot_compute_node(
     let instances_dir = tempfile::Builder::new()
         .prefix("novamedic-instances-")
         .tempdir()?;
-    let [postinst, polkit_rule] = agent_privilege_binds(env);
     let binds = [
         Bind::read_only(&agent_binary, "/usr/bin/novamedic-agent"),
         Bind::read_only(
             env.packaging("systemd/novamedic-agent.service"),
             "/etc/systemd/system/novamedic-agent.service",
         ),
-        postinst,
-        polkit_rule,
         Bind::read_only(
             env.packaging("test/fake-nova-compute"),
             "/usr/bin/nova-compute",
@@ -181,7 +175,7 @@ pub fn boot_compute_node(
     ];
     let container = Container::boot(&env.rootfs, name, &binds, "multi-user.target")?;
 
-    install_agent_user(&container)?;
+    install_agent_privileges(env, &container)?;
     let config = agent_config(container.machine(), controller_url, settings);
     container.write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
     container.systemctl_ok(&["start", NOVA_UNIT])?;
