@@ -51,8 +51,8 @@ fn package_file(env: &SystemTestEnv, prefix: &str, suffix: &str) -> PathBuf {
     })
 }
 
-/// Runs a host command and returns its output; panics when it cannot start
-/// or exits with another status than 0.
+/// Runs a host command and returns its standard output. Panics when it
+/// cannot start or exits with a non-zero status.
 fn host_ok(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
         .args(args)
@@ -75,6 +75,7 @@ fn write_upgraded_copy(deb: &Path, dir: &Path) -> String {
         "dpkg-deb",
         &["-R", deb.to_str().unwrap(), tree.to_str().unwrap()],
     );
+
     let control_path = tree.join("DEBIAN/control");
     let control = fs::read_to_string(&control_path).unwrap();
     let version = control
@@ -88,6 +89,7 @@ fn write_upgraded_copy(deb: &Path, dir: &Path) -> String {
         &format!("Version: {new_version}\n"),
     );
     fs::write(&control_path, control).unwrap();
+
     let upgraded = dir.join("upgrade.deb");
     host_ok(
         "dpkg-deb",
