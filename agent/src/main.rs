@@ -294,15 +294,17 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset, notifier: Notifier) -> 
     // Ready means the collectors have run once under the unit's sandbox; the
     // controller may still be unreachable, which the status line then says.
     let observation = unit_rx.borrow().clone();
-    let Ok((builder, first_report)) = tokio::task::spawn_blocking(move || {
+    let first_build = tokio::task::spawn_blocking(move || {
         let mut builder = builder;
         let report = builder.build(&observation, v1::ReportTrigger::Connect, 0);
         (builder, report)
-    })
-    .await
-    else {
-        eprintln!("error: collecting the first report failed");
-        return ExitCode::from(EXIT_FAILURE);
+    });
+    let (builder, first_report) = match first_build.await {
+        Ok(built) => built,
+        Err(err) => {
+            eprintln!("error: collecting the first report failed: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
     };
     let health = first_report
         .health
