@@ -13,8 +13,11 @@ set -euo pipefail
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 # systemd and dbus are what the tests exercise; procps gives the tests ps and
-# pgrep inside the container.
-PACKAGES=systemd,dbus,systemd-sysv,init-system-helpers,procps
+# pgrep inside the container. polkitd enforces the agent package's polkit
+# rule (libpam-systemd provides the logind it depends on, which debootstrap
+# does not pick by itself), and adduser is what that package's maintainer
+# scripts call.
+PACKAGES=systemd,dbus,systemd-sysv,init-system-helpers,procps,polkitd,libpam-systemd,adduser
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 root=${1:-$repo_root/target/novamedic-rootfs}

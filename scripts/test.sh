@@ -9,9 +9,11 @@
 #
 # The system tests need root, debootstrap, systemd-nspawn and a Debian tree
 # that this script builds once into target/novamedic-rootfs (about 160 MB,
-# a couple of minutes, then cached). Run as root, it installs the two tools
-# with apt-get when they are missing. As another user, the system tests fail
-# with the reason unless NOVAMEDIC_SKIP_SYSTEM_TESTS=1 is set.
+# a couple of minutes, then cached). The install tests also need the .deb
+# and .rpm packages, which scripts/build-packages.sh --dev builds from the
+# debug binaries, and rpm to inspect the .rpm. Run as root, it installs the
+# tools with apt-get when they are missing. As another user, the system
+# tests fail with the reason unless NOVAMEDIC_SKIP_SYSTEM_TESTS=1 is set.
 set -euo pipefail
 
 lint=false
@@ -23,7 +25,7 @@ for arg in "$@"; do
         --lint) lint=true ;;
         --no-lint) lint=false ;;
         -h | --help)
-            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -38,6 +40,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 missing_packages() {
     command -v debootstrap >/dev/null || echo debootstrap
     command -v systemd-nspawn >/dev/null || echo systemd-container
+    command -v rpm >/dev/null || echo rpm
 }
 
 step() {
@@ -77,6 +80,11 @@ fi
 # `cargo test` does not build for another crate's tests.
 step "cargo build --workspace --bins"
 cargo build --workspace --locked --bins
+
+# The install tests read the packages from target/packages. The first run
+# installs cargo-deb and cargo-generate-rpm (cached in ~/.cargo/bin).
+step "building the .deb and .rpm packages (scripts/build-packages.sh --dev)"
+scripts/build-packages.sh --dev
 
 step "cargo test --workspace"
 cargo test --workspace --locked

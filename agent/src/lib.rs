@@ -13,6 +13,7 @@
 //! - `logwatch`: follows nova-compute's log file and journal and keeps the
 //!   faults that the signature catalogue finds in them;
 //! - `classify`: the `classify` subcommand, which diagnoses copied logs;
+//! - `notify`: systemd's readiness, watchdog and status notifications;
 //! - `probe`: an oslo.messaging RPC call to nova-compute's queue over
 //!   RabbitMQ, which shows whether nova-compute consumes it;
 //! - `transport`: the gRPC stream to the controller, with reconnects;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod executor;
 pub mod health;
 pub mod logwatch;
+pub mod notify;
 pub mod probe;
 pub mod report;
 pub mod systemd;

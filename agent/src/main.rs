@@ -5,18 +5,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use novamedic_agent::classify::{self, ClassifyRequest};
 use novamedic_agent::config::{self, flag_error, AgentConfig, ConfigError};
 use novamedic_agent::executor::{Executor, ExecutorSettings};
 use novamedic_agent::health;
 use novamedic_agent::logwatch::{self, LogWatch, LogWatchSettings};
+use novamedic_agent::notify::{self, ConnectionStatusLayer, Notifier};
 use novamedic_agent::probe;
 use novamedic_agent::report::{self, ReportBuilder};
 use novamedic_agent::systemd::dbus::SystemdManager;
 use novamedic_agent::systemd::watch::spawn_unit_watch;
 use novamedic_agent::systemd::UnitObservation;
 use novamedic_agent::transport::{self, TransitionLog, Transport};
+use novamedic_docgen::GenerateDocsArgs;
 use novamedic_proto::v1;
 use novamedic_proto::view::NodeView;
 
@@ -67,6 +69,9 @@ enum Command {
     /// Diagnose copied nova-compute logs (plain or .gz) with the signature
     /// catalogue and print the classified records.
     Classify(ClassifyArgs),
+    /// Write man pages and shell completions (used when building packages).
+    #[command(hide = true)]
+    GenerateDocs(GenerateDocsArgs),
 }
 
 #[derive(Args)]
@@ -150,14 +155,21 @@ fn main() -> ExitCode {
     // to the log there.
     let default_level = match cli.command {
         Command::Run(_) => "info",
-        Command::Check(_) | Command::Classify(_) => "error",
+        Command::Check(_) | Command::Classify(_) | Command::GenerateDocs(_) => "error",
     };
-    init_tracing(default_level);
+    // Only `run` talks to systemd; the other subcommands may run inside a
+    // unit's ExecStartPre= and must not claim its readiness.
+    let notifier = match cli.command {
+        Command::Run(_) => Notifier::from_env(),
+        _ => Notifier::inert(),
+    };
+    init_tracing(default_level, &notifier);
     // The time crate reads the local offset only while one thread runs, so
     // before the runtime starts its workers.
     let utc_offset = novamedic_logs::local_utc_offset();
     let cli_command = match cli.command {
         Command::Classify(args) => return classify_logs(args, utc_offset),
+        Command::GenerateDocs(args) => return generate_docs(&args),
         other => other,
     };
 
@@ -174,22 +186,33 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli_command {
-            Command::Run(args) => run(args, utc_offset).await,
+            Command::Run(args) => run(args, utc_offset, notifier).await,
             Command::Check(args) => check(args, utc_offset).await,
             Command::Classify(args) => classify_logs(args, utc_offset),
+            Command::GenerateDocs(args) => generate_docs(&args),
         }
     })
 }
 
-fn init_tracing(default_level: &str) {
+fn init_tracing(default_level: &str, notifier: &Notifier) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOVAMEDIC_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colors only on a terminal, so the journal gets plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    // The status line follows the transport's connection events whatever
+    // level the operator chose for the log.
+    let status = ConnectionStatusLayer::new(notifier.clone())
+        .with_filter(Targets::new().with_target(notify::TRANSPORT_TARGET, LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(output)
+        .with(status)
         .init();
 }
 
@@ -215,7 +238,7 @@ fn config_failure(err: ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
+async fn run(args: RunArgs, utc_offset: time::UtcOffset, notifier: Notifier) -> ExitCode {
     let mut config = match load_config(&args.common) {
         Ok(config) => config,
         Err(err) => return config_failure(err),
@@ -288,9 +311,43 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset) -> ExitCode {
     let builder = ReportBuilder::new(&config)
         .with_log_watch(log_watch.clone())
         .with_probe(probe.clone());
+
+    // Ready means the collectors have run once under the unit's sandbox; the
+    // controller may still be unreachable, which the status line then says.
+    let observation = unit_rx.borrow().clone();
+    let first_build = tokio::task::spawn_blocking(move || {
+        let mut builder = builder;
+        let report = builder.build(&observation, v1::ReportTrigger::Connect, 0);
+        (builder, report)
+    });
+    let (builder, first_report) = match first_build.await {
+        Ok(built) => built,
+        Err(err) => {
+            eprintln!("error: collecting the first report failed: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let health = first_report
+        .health
+        .map(|health| health.status)
+        .unwrap_or_default();
+    let health = v1::HealthStatus::try_from(health).unwrap_or_default();
+    tracing::info!(health = health.as_str_name(), "first report collected");
+    notifier.ready(&format!(
+        "first report collected; connecting to {}",
+        config.controller
+    ));
+
     let transport =
         Transport::new(config, executor, builder, unit_rx, transitions).with_probe(probe);
-    transport.run(shutdown_signal()).await;
+    // The watchdog pings run in this task, beside the transport's loop, so
+    // a loop that blocks the thread stops them and systemd restarts the
+    // agent. The watchdog future never completes.
+    tokio::select! {
+        () = transport.run(shutdown_signal()) => {}
+        () = notify::run_watchdog(notifier.clone(), notify::watchdog_interval()) => {}
+    }
+    notifier.stopping();
     let _ = tokio::task::spawn_blocking(move || log_watch.stop()).await;
     tracing::info!("agent stopped");
     ExitCode::SUCCESS
@@ -406,6 +463,10 @@ fn classify_logs(args: ClassifyArgs, host_utc_offset: time::UtcOffset) -> ExitCo
         return ExitCode::from(EXIT_NO_INPUT);
     }
     written
+}
+
+fn generate_docs(args: &GenerateDocsArgs) -> ExitCode {
+    novamedic_docgen::run(args, Cli::command())
 }
 
 /// Writes `text` to stdout. A closed pipe (`check | head`) is not an error.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::container::{Bind, Container};
-use crate::slice::{AGENT_UNIT, POLL_INTERVAL};
+use crate::slice::{install_agent_privileges, AGENT_UNIT, POLL_INTERVAL};
 use crate::system_env::{require_system_test_env, SystemTestEnv, SKIP_VARIABLE};
 
 /// Overrides the nova tree's location (default `target/novamedic-nova-rootfs`).
@@ -294,6 +294,7 @@ pub fn boot_nova_node(
     node.wait_for_stack()?;
     require_loopback_listeners()?;
 
+    install_agent_privileges(env, &node.container)?;
     crate::slice::install_node_certificate(&node.container, &controller.tls_dir())?;
     let config = nova_agent_config(node.name(), &controller.url());
     node.container

@@ -47,6 +47,27 @@ const CONTROLLER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Polling interval of every wait in the system tests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Where [`install_agent_privileges`] writes the agent package's postinst.
+const AGENT_POSTINST: &str = "/usr/share/novamedic-tests/agent-postinst";
+
+/// Gives the agent inside the privileges its package gives it: writes the
+/// package's polkit rule and runs its postinst, which creates the novamedic
+/// user and its group memberships (the generated unit handling is a comment
+/// outside a package build). The files are copied, not bound, because a
+/// bind mount would be one more filesystem in the agent's report, and the
+/// polkit rules directory is closed to the agent's user.
+pub fn install_agent_privileges(env: &SystemTestEnv, container: &Container) -> Result<()> {
+    let rule = fs::read(env.packaging("polkit/50-novamedic-agent.rules"))?;
+    container.write_file(
+        "/usr/share/polkit-1/rules.d/50-novamedic-agent.rules",
+        &rule,
+    )?;
+    let postinst = fs::read(env.packaging("deb/agent/postinst"))?;
+    container.write_file_mode(AGENT_POSTINST, &postinst, 0o755)?;
+    container.exec_ok(&["sh", AGENT_POSTINST, "configure"])?;
+    Ok(())
+}
+
 /// Agent settings a test may change; the rest of agent.toml is fixed.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -141,7 +162,8 @@ impl ComputeNode {
 }
 
 /// Boots a compute node: the stand-in nova-compute and the agent unit from
-/// `packaging/`, with the agent's binary bound in and a host directory bound
+/// `packaging/`, the agent's user and polkit rule as its package installs
+/// them, with the agent's binary bound in and a host directory bound
 /// at nova's instances path, so the instances live on a real filesystem as
 /// on a compute node. Starts nova-compute, writes agent.toml for
 /// `controller_url` and starts the agent.
@@ -179,6 +201,7 @@ pub fn boot_compute_node(
     ];
     let container = Container::boot(&env.rootfs, name, &binds, "multi-user.target")?;
 
+    install_agent_privileges(env, &container)?;
     if controller_url.starts_with("https://") {
         let dir = settings
             .tls_dir

@@ -442,9 +442,12 @@ fn packaged_units_pass_systemd_analyze() {
 
     for (_, unit) in units {
         let output = container
+            // The man pages named in Documentation= come with the packages,
+            // not with this tree.
             .exec(&[
                 "systemd-analyze",
                 "verify",
+                "--man=no",
                 &format!("/etc/systemd/system/{unit}"),
             ])
             .unwrap();

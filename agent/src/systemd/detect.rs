@@ -211,4 +211,16 @@ mod tests {
         assert!(reason.contains("my-nova.service"), "{reason}");
         assert!(reason.contains("LoadState=not-found"), "{reason}");
     }
+
+    /// The packaged polkit rule allows the restart on exactly the units the
+    /// agent detects, so a detected unit is never one polkit denies.
+    #[test]
+    fn polkit_rule_lists_known_units() {
+        let rule = include_str!("../../../packaging/polkit/50-novamedic-agent.rules");
+        let list_start = rule.find("var units = [").expect("rule has a units list");
+        let list = &rule[list_start..];
+        let list = &list[..list.find("];").expect("units list ends")];
+        let units: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+        assert_eq!(units, KNOWN_UNITS);
+    }
 }

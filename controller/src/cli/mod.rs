@@ -135,6 +135,9 @@ pub enum Command {
     /// Create a CA and issue certificates for nodes, controller and operators.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Write man pages and shell completions (used when building packages).
+    #[command(hide = true)]
+    GenerateDocs(novamedic_docgen::GenerateDocsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +285,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => return serve(args).await,
         Command::Certs(command) => certs::run(&command),
+        Command::GenerateDocs(args) => {
+            return novamedic_docgen::run(&args, <Cli as clap::CommandFactory>::command())
+        }
         Command::Nodes => client::nodes(&target, cli.output).await,
         Command::Node(NodeCommand::Show { node }) => {
             client::node_show(&target, cli.output, &node).await
