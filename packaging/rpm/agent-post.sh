@@ -6,6 +6,14 @@ for group in nova adm systemd-journal; do
         usermod --append --groups "$group" novamedic
     fi
 done
+# The agent reads its TLS key as novamedic: keys placed before the package
+# was installed become root:novamedic 0640.
+for key in /etc/novamedic/tls/*.key; do
+    if [ -f "$key" ]; then
+        chgrp novamedic "$key"
+        chmod 0640 "$key"
+    fi
+done
 if [ "$1" -eq 1 ]; then
     systemctl --no-reload preset novamedic-agent.service >/dev/null 2>&1 || :
 fi

@@ -294,8 +294,10 @@ pub fn boot_nova_node(
     node.wait_for_stack()?;
     require_loopback_listeners()?;
 
-    install_agent_privileges(env, &node.container)?;
+    // The certificate first: the package's postinst gives the agent's user
+    // read access to the key.
     crate::slice::install_node_certificate(&node.container, &controller.tls_dir())?;
+    install_agent_privileges(env, &node.container)?;
     let config = nova_agent_config(node.name(), &controller.url());
     node.container
         .write_file("/etc/novamedic/agent.toml", config.as_bytes())?;

@@ -201,7 +201,8 @@ pub fn boot_compute_node(
     ];
     let container = Container::boot(&env.rootfs, name, &binds, "multi-user.target")?;
 
-    install_agent_privileges(env, &container)?;
+    // The certificate first: the package's postinst gives the agent's user
+    // read access to the key.
     if controller_url.starts_with("https://") {
         let dir = settings
             .tls_dir
@@ -209,6 +210,7 @@ pub fn boot_compute_node(
             .context("an https:// controller needs AgentSettings::tls_dir")?;
         install_node_certificate(&container, dir)?;
     }
+    install_agent_privileges(env, &container)?;
     let config = agent_config(container.machine(), controller_url, settings);
     container.write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
     container.systemctl_ok(&["start", NOVA_UNIT])?;
@@ -222,7 +224,13 @@ pub fn boot_compute_node(
 /// Issues a node certificate for the container's machine name with the CA
 /// in `dir` and writes it, its key (mode 0600) and the CA into the container.
 pub fn install_node_certificate(container: &Container, dir: &Path) -> Result<()> {
-    let issued = issue::issue(dir, CertKind::Node, container.machine(), &[], 1)?;
+    install_node_certificate_for(container, dir, container.machine())
+}
+
+/// Issues a node certificate for `node` from the CA in `dir` and writes it
+/// where the agent's default `[tls]` settings read it.
+pub fn install_node_certificate_for(container: &Container, dir: &Path, node: &str) -> Result<()> {
+    let issued = issue::issue(dir, CertKind::Node, node, &[], 1)?;
     container.write_file(NODE_CERT, &fs::read(&issued.cert)?)?;
     container.write_file_mode(NODE_KEY, &fs::read(&issued.key)?, 0o600)?;
     container.write_file(NODE_CA, &fs::read(issue::ca_cert_path(dir))?)?;

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use novamedic_tests::container::{Bind, Container};
 use novamedic_tests::slice::{
-    boot_compute_node, AgentSettings, ComputeNode, Controller, AGENT_UNIT, NOVA_UNIT, POLL_INTERVAL,
+    boot_compute_node, install_node_certificate, install_node_certificate_for, AgentSettings,
+    ComputeNode, Controller, AGENT_UNIT, NOVA_UNIT, POLL_INTERVAL,
 };
 use novamedic_tests::system_env::{require_system_test_env, SystemTestEnv};
 
@@ -217,6 +218,9 @@ fn deb_install_upgrade_remove_purge() {
     let mut controller = Controller::start(&env).unwrap();
     let container = boot_package_node(&env, "install", packages.path());
     write_controller_drop_in(&container, &controller.url());
+    // A node certificate placed before the package, as configuration
+    // management would; the postinst makes its key readable by the agent.
+    install_node_certificate(&container, &controller.tls_dir()).unwrap();
 
     // Install: user, groups, enabled and started, connected and reporting.
     container
@@ -275,8 +279,11 @@ fn deb_install_upgrade_remove_purge() {
         "exposure {exposure} above {MAX_AGENT_EXPOSURE}"
     );
 
-    // Upgrade: the edited config survives and the new agent reads it.
+    // Upgrade: the edited config survives and the new agent reads it. The
+    // renamed node needs a certificate of its new name; the upgrade's
+    // postinst makes the new key readable by the agent.
     let edited_node = format!("{node}-edited");
+    install_node_certificate_for(&container, &controller.tls_dir(), &edited_node).unwrap();
     container
         .exec_ok(&[
             "sed",
@@ -373,8 +380,13 @@ fn polkit_allows_only_nova_compute_restart() {
         return;
     };
     let controller = Controller::start(&env).unwrap();
-    let node =
-        boot_compute_node(&env, "polkit", &controller.url(), &AgentSettings::default()).unwrap();
+    let node = boot_compute_node(
+        &env,
+        "polkit",
+        &controller.url(),
+        &controller.agent_settings(&AgentSettings::default()),
+    )
+    .unwrap();
 
     let restarted = manager_call(&node, "RestartUnit", "ss", &[NOVA_UNIT, "replace"]);
     assert!(restarted.status.success(), "{}", stderr(&restarted));
@@ -410,7 +422,7 @@ fn hung_agent_is_restarted_by_watchdog() {
         &env,
         "watchdog",
         &controller.url(),
-        &AgentSettings::default(),
+        &controller.agent_settings(&AgentSettings::default()),
     )
     .unwrap();
     let container = &node.container;
