@@ -80,6 +80,9 @@ pub fn boot_private_nova_stack(
     stack.require_loopback_listeners()?;
     stack.start_controller()?;
 
+    // The agent's unit runs as the package's novamedic user, which the
+    // package's postinst creates and adds to nova's groups.
+    crate::slice::install_agent_privileges(env, &stack.node.container)?;
     let mut config = nova_agent_config(stack.node.name(), CONTROLLER_URL);
     config.push_str(&options.agent_config_extra);
     stack
