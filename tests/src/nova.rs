@@ -5,7 +5,9 @@
 //!
 //! The stack listens on fixed ports of 127.0.0.1 in the host's network
 //! namespace (5672, 25672, 4369, 8778), so only one such container can run
-//! on a host at a time: tests that boot one must not overlap.
+//! on a host at a time: tests that boot one must not overlap. The
+//! `private_nova` module boots the same tree in a network namespace of its
+//! own, where that limit does not apply.
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

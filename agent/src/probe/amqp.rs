@@ -143,7 +143,8 @@ async fn connect(
 /// oslo.messaging 14 checks the certificate only with `ssl_ca_file` and the
 /// name only with `ssl_enforce_hostname_verification`
 /// (`_drivers/impl_rabbit.py`, `Connection._fetch_ssl_params`). A broker
-/// that nova accepts can therefore fail here, as "broker unreachable".
+/// that nova accepts can therefore fail here, as "broker unreachable". No
+/// test runs a TLS broker yet, so this path is checked by type only.
 fn tls_adaptor(target: &ProbeTarget, broker: &Broker) -> Result<TlsAdaptor, String> {
     // amqprs leaves the choice of crypto provider to the application, and
     // installing it twice is harmless. ring builds without cmake, unlike
