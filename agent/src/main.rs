@@ -313,7 +313,7 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset, notifier: Notifier) -> 
         .with_probe(probe.clone());
 
     // Ready means the collectors have run once under the unit's sandbox; the
-    // controller may still be unreachable, which the status line then says.
+    // controller may still be unreachable, which the status line then reports.
     let observation = unit_rx.borrow().clone();
     let first_build = tokio::task::spawn_blocking(move || {
         let mut builder = builder;

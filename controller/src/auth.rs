@@ -1,4 +1,4 @@
-//! Who is calling: the identity a client's TLS certificate proves, and the
+//! The caller's identity: the identity a client's TLS certificate proves, and the
 //! operator roles the configuration grants to certificate names.
 //!
 //! Under mutual TLS the listener has already verified the certificate
@@ -9,7 +9,7 @@
 use novamedic_tls::{CertKind, PeerIdentity};
 use tonic::{Request, Status};
 
-/// What a caller may do through the operator API.
+/// Permission level of a caller of the operator API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// List nodes, show a node, list events.
@@ -35,7 +35,7 @@ pub struct Roles {
 }
 
 impl Roles {
-    /// Whether `name` holds `role`; the operator role includes the viewer's.
+    /// Whether `name` has `role`. The operator role includes the viewer's.
     pub fn grants(&self, name: &str, role: Role) -> bool {
         let listed = |names: &[String]| names.iter().any(|listed| listed == name);
         match role {
@@ -72,7 +72,7 @@ impl Authority {
         })
     }
 
-    /// Checks that the caller holds `role` and returns the name to record
+    /// Checks that the caller has `role` and returns the name to record
     /// as the actor: the certificate's name, or under plain text
     /// `claimed_user` as the client sent it.
     pub fn require<T>(

@@ -25,7 +25,7 @@ pub const DEFAULT_TLS_CERT: &str = "/etc/novamedic/tls/controller.crt";
 pub const DEFAULT_TLS_KEY: &str = "/etc/novamedic/tls/controller.key";
 pub const DEFAULT_TLS_CA: &str = "/etc/novamedic/tls/ca.crt";
 
-/// How the listener secures its connections.
+/// Security mode of the listener's connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// Mutual TLS: every client presents a certificate signed by the CA.
@@ -67,7 +67,7 @@ pub struct ServerConfig {
     pub policy_path: Option<PathBuf>,
     /// The self-healing policy, as `novamedic serve` loaded it.
     pub policy: Policy,
-    /// Where [`Self::policy`] came from: a path or "built-in".
+    /// Source of [`Self::policy`]: a path or "built-in".
     pub policy_source: String,
     pub transport: Transport,
     /// Operator API roles by certificate name.

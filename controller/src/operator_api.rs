@@ -33,7 +33,7 @@ impl OperatorApi {
         }
     }
 
-    /// Checks that the caller holds `role`, logging a refusal.
+    /// Checks that the caller has `role`, and logs a rejected request.
     fn require<T>(
         &self,
         request: &Request<T>,
@@ -43,7 +43,7 @@ impl OperatorApi {
         self.authority
             .require(request, role, claimed_user)
             .inspect_err(|status| {
-                tracing::warn!(role = role.as_str(), error = %status.message(), "operator request refused");
+                tracing::warn!(role = role.as_str(), error = %status.message(), "operator request rejected");
             })
     }
 }
@@ -70,9 +70,7 @@ impl OperatorService for OperatorApi {
         let node = request.into_inner().node;
         match self.controller.fleet().status(node.trim()) {
             Some(status) => Ok(Response::new(status)),
-            None => Err(Status::not_found(format!(
-                "node {node} is not known to this controller; `novamedic nodes` lists known nodes"
-            ))),
+            None => Err(unknown_node(node.trim())),
         }
     }
 
@@ -109,12 +107,7 @@ impl OperatorService for OperatorApi {
         };
         let node = Some(request.node.trim()).filter(|node| !node.is_empty());
         if let Some(node) = node {
-            if self.controller.fleet().status(node).is_none() {
-                return Err(Status::not_found(format!(
-                    "node {node} is not known to this controller; `novamedic nodes` lists \
-                     known nodes"
-                )));
-            }
+            self.known_node(node)?;
         }
         let events = self
             .controller
@@ -247,12 +240,17 @@ impl OperatorApi {
     fn known_node(&self, node: &str) -> Result<String, Status> {
         let node = node.trim();
         if self.controller.fleet().status(node).is_none() {
-            return Err(Status::not_found(format!(
-                "node {node} is not known to this controller; `novamedic nodes` lists known nodes"
-            )));
+            return Err(unknown_node(node));
         }
         Ok(node.to_string())
     }
+}
+
+/// Returns NOT_FOUND for a node the controller has never seen.
+fn unknown_node(node: &str) -> Status {
+    Status::not_found(format!(
+        "node {node} is not known to this controller; `novamedic nodes` lists known nodes"
+    ))
 }
 
 /// Returns a required text field, trimmed, or INVALID_ARGUMENT naming it.

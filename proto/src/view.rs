@@ -121,7 +121,7 @@ pub struct GuestView {
 pub struct RpcProbeView {
     /// `alive`, `not_responding`, `no_queue` or `unknown`.
     pub state: &'static str,
-    /// Why the state is what it is; never holds credentials.
+    /// Why the state is what it is; never contains credentials.
     pub detail: String,
     /// Round trip of the call; 0 unless `alive`.
     pub latency_ms: u64,
@@ -356,7 +356,7 @@ pub struct PolicyPauseView {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodePolicyView {
     pub node: String,
-    /// Why automation gave up on the node, null when it did not.
+    /// Reason automation gave up on the node, null when it did not.
     pub needs_human: Option<String>,
     pub silenced_until: Option<String>,
     pub silence_reason: Option<String>,

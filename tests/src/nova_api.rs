@@ -4,7 +4,7 @@
 //! The three units are installed but not enabled in the nova tree, so the
 //! tests that do not need them boot no faster or slower; [`NovaApi::start`]
 //! starts them in a booted node. nova-api runs with `auth_strategy = noauth2`:
-//! the token is `USER:PROJECT`, and the user `admin` sees admin-only fields.
+//! the token is `USER:PROJECT`, and the user `admin` gets admin-only fields.
 //! Glance keeps images in its file store and checks no token. Neutron is not
 //! installed: the servers have no network, and a stand-in lists no ports
 //! when nova-api shows a server. All of them listen on 127.0.0.1 only; the
@@ -24,7 +24,7 @@ pub const NOVA_API_UNIT: &str = "nova-api.service";
 pub const NOVA_SCHEDULER_UNIT: &str = "nova-scheduler.service";
 pub const GLANCE_API_UNIT: &str = "glance-api.service";
 
-/// Stand-in for the Neutron API: it lists no ports, which nova-api asks for
+/// Stand-in for the Neutron API: it lists no ports, which nova-api requests
 /// whenever it shows a server. Neutron itself is not installed.
 pub const NEUTRON_STAND_IN_UNIT: &str = "neutron-stand-in.service";
 
@@ -74,7 +74,7 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(180);
 /// the 800 000 MB nova's fake driver reports, so Placement finds no host.
 const OVERSIZED_RAM_MB: u64 = 1 << 20;
 
-/// An HTTP answer: status code and body, parsed as JSON when it is JSON.
+/// An HTTP response: status code and body, parsed as JSON when it is JSON.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -163,7 +163,7 @@ impl<'a> NovaApi<'a> {
         Ok(services.into_iter().find(|s| s["binary"] == binary))
     }
 
-    /// Creates a server that really fails to build: its flavor asks for more
+    /// Creates a server that really fails to build: its flavor requests more
     /// memory than the fake host has, so the scheduler finds no valid host
     /// and the conductor puts the server in ERROR with a fault. Returns the
     /// server's id once it is in ERROR.
@@ -184,7 +184,7 @@ impl<'a> NovaApi<'a> {
         Ok(id.to_string())
     }
 
-    /// Returns the server `id` as the admin sees it.
+    /// Returns the server `id` as the admin views it.
     pub fn server(&self, id: &str) -> Result<Value> {
         let body = self.request_ok("GET", &format!("/v2.1/servers/{id}"), None, 200)?;
         Ok(body["server"].clone())
@@ -226,7 +226,7 @@ impl<'a> NovaApi<'a> {
     /// until it is active and returns its id. The image keeps Glance's
     /// default visibility: making it public needs the admin role, which no
     /// request has without Keystone. Every request is an admin context
-    /// there, so nova sees the image all the same.
+    /// there, so nova reads the image all the same.
     pub fn create_image(&self, name: &str) -> Result<String> {
         let request = json!({
             "name": name,

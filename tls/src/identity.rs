@@ -5,7 +5,7 @@ use std::fmt;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// What a certificate was issued for, from its subject's OU.
+/// Purpose a certificate was issued for, from its subject's OU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CertKind {
     /// A compute node's agent; OU `node`.

@@ -52,7 +52,7 @@ pub enum IssueError {
     Rcgen(#[from] rcgen::Error),
 }
 
-/// What `issue` writes.
+/// Files that `issue` writes.
 #[derive(Clone, Debug)]
 pub struct Issued {
     pub cert: PathBuf,

@@ -47,7 +47,7 @@ pub struct MessagingSettings {
     pub tls: RabbitTls,
 }
 
-/// Hides the transport URL, which holds the broker password.
+/// Hides the transport URL, which contains the broker password.
 impl std::fmt::Debug for MessagingSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessagingSettings")
@@ -188,7 +188,7 @@ impl NovaConfig {
     }
 
     /// Returns the messaging settings nova-compute's RPC server uses: the
-    /// raw `transport_url` (which holds the broker password, so it must not
+    /// raw `transport_url` (which contains the broker password, so it must not
     /// be logged), the control exchange, the service host name and the
     /// RabbitMQ TLS options.
     pub fn messaging(&self) -> MessagingSettings {

@@ -31,7 +31,7 @@ pub use verdict::{Cause, Verdict};
 /// Version of the JSON document; it grows only by new fields.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Where novamedic's own view of a host comes from: the controller in the
+/// Source of novamedic's own view of a host: the controller in the
 /// CLI, a fixed table in tests.
 pub trait FleetSource {
     /// The latest report of the node named `node`, `Ok(None)` when the
@@ -66,7 +66,7 @@ pub struct Diagnosis {
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageCheck {
     pub id: String,
-    /// False when Glance answered 404: deleted, or not visible to this
+    /// False when Glance returned 404: deleted, or not visible to this
     /// project.
     pub found: bool,
     pub image: Option<Image>,
@@ -105,7 +105,7 @@ pub struct FleetHost {
     pub nova_compute: String,
     pub memory_available_bytes: u64,
     pub instances_disk_available_bytes: Option<u64>,
-    /// What the flavor needs and the host lacks, in words.
+    /// Shortfalls of the host against the flavor, in words.
     pub shortfalls: Vec<String>,
     pub log_faults: Vec<LogFaultView>,
 }
@@ -118,7 +118,7 @@ pub struct MissingPart {
     pub reason: String,
 }
 
-/// Why the server itself could not be diagnosed.
+/// Reason the server itself could not be diagnosed.
 #[derive(Debug, thiserror::Error)]
 pub enum DiagnoseError {
     #[error("no server with id or name {0:?} is visible to these credentials; check the name, or use the id from `openstack server list --all-projects`")]

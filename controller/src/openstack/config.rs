@@ -4,7 +4,7 @@
 //! `clouds.yaml` found, with the first `secure.yaml` found deep-merged over
 //! it. `OS_*` variables override its keys, and command-line flags override
 //! both. With no cloud named, the `OS_*` variables alone make the cloud.
-//! When neither is given and `clouds.yaml` holds exactly one cloud, that one
+//! When neither is given and `clouds.yaml` contains exactly one cloud, that one
 //! is used, as openstacksdk does.
 
 use std::collections::BTreeMap;
@@ -587,7 +587,7 @@ fn interface(value: Option<String>) -> Result<String, ConfigError> {
 }
 
 /// `verify: false` (or `insecure: true`, `OS_INSECURE=true`) turns off
-/// certificate checks, whatever `cacert` says.
+/// certificate checks, whatever `cacert` is set to.
 fn verify(cloud: &Value) -> Result<bool, ConfigError> {
     if flag(cloud.get("insecure"), "insecure")? == Some(true) {
         return Ok(false);

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::Service;
 
 /// A failed OpenStack call. Messages name the service and the URL path but
-/// never a token or password: no variant holds one.
+/// never a token or password: no variant contains one.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{service} returned HTTP {status} for {method} {path}: {message}{}", request_id_suffix(.request_id))]
@@ -77,7 +77,7 @@ impl ApiError {
         matches!(self, ApiError::TimedOut { .. })
     }
 
-    /// True when the service could not be reached or answered 5xx, so the
+    /// True when the service could not be reached or returned 5xx, so the
     /// failure is the cloud's, not the request's.
     pub fn is_unavailable(&self) -> bool {
         match self {

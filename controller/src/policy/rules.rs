@@ -146,6 +146,8 @@ pub struct NodeLimits {
     pub backoff_seconds: u64,
     /// Disable the node's nova-compute service in Nova when it needs a
     /// human, so the scheduler stops sending builds to it.
+    /// NOTE: accepted but not yet acted on, because the controller does not
+    /// call Nova on its own; escalation only marks the node.
     pub disable_service_on_escalation: bool,
 }
 

@@ -57,9 +57,9 @@ pub struct Cloud {
     pub compute_max_version: String,
     /// Lifetime of issued tokens, in seconds.
     pub token_lifetime_seconds: i64,
-    /// Path prefixes answered with a load balancer's 503 HTML page.
+    /// Path prefixes that return a load balancer's 503 HTML page.
     pub failing: Vec<String>,
-    /// Path prefixes answered only after [`HANG_SECONDS`].
+    /// Path prefixes that respond only after [`HANG_SECONDS`].
     pub hanging: Vec<String>,
     pub issued: Vec<String>,
     pub revoked: Vec<String>,
