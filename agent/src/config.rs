@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::health::Thresholds;
 use novamedic_tls::{MaterialError, TlsFiles};
 use serde::Deserialize;
 
@@ -83,6 +84,8 @@ pub struct AgentConfig {
     /// addition to the shipped catalogue.
     pub signatures_dir: PathBuf,
     pub rpc_probe: RpcProbeSettings,
+    /// Resource thresholds below which the node is degraded.
+    pub health: Thresholds,
 }
 
 impl Default for AgentConfig {
@@ -101,6 +104,7 @@ impl Default for AgentConfig {
             nova_log_file: None,
             signatures_dir: PathBuf::from(novamedic_logs::DEFAULT_OPERATOR_DIR),
             rpc_probe: RpcProbeSettings::default(),
+            health: Thresholds::default(),
         }
     }
 }
@@ -120,7 +124,16 @@ struct AgentFile {
     nova_log_file: Option<PathBuf>,
     signatures_dir: Option<PathBuf>,
     rpc_probe: Option<RpcProbeFile>,
+    health: Option<HealthFile>,
     tls: Option<TlsFile>,
+}
+
+/// The `[health]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    min_free_disk_percent: Option<i64>,
+    min_available_memory_percent: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +308,32 @@ impl AgentConfig {
                     key,
                     expected,
                 })?;
+        }
+        if let Some(health) = file.health {
+            let percent = |key, value: Option<i64>, default: u8| match value {
+                None => Ok(default),
+                Some(value) => u8::try_from(value)
+                    .ok()
+                    .filter(|v| *v <= 100)
+                    .ok_or_else(|| {
+                        value_error(
+                            key,
+                            &format!("must be a percentage from 0 (check off) to 100, got {value}"),
+                        )
+                    }),
+            };
+            config.health = Thresholds {
+                min_free_disk_percent: percent(
+                    "health.min_free_disk_percent",
+                    health.min_free_disk_percent,
+                    config.health.min_free_disk_percent,
+                )?,
+                min_available_memory_percent: percent(
+                    "health.min_available_memory_percent",
+                    health.min_available_memory_percent,
+                    config.health.min_available_memory_percent,
+                )?,
+            };
         }
         if let Some(tls) = file.tls {
             config.tls = match tls.enabled {
@@ -577,6 +616,31 @@ mod tests {
         }
         let err = parse("[rpc_probe]\ninterval = 5").unwrap_err().to_string();
         assert!(err.contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn health_thresholds_are_read_and_checked() {
+        assert_eq!(parse("").unwrap().health, Thresholds::default());
+        let health = parse("[health]\nmin_free_disk_percent = 0\n")
+            .unwrap()
+            .health;
+        assert_eq!(health.min_free_disk_percent, 0);
+        assert_eq!(health.min_available_memory_percent, 5);
+
+        for (text, key) in [
+            (
+                "[health]\nmin_free_disk_percent = 101",
+                "health.min_free_disk_percent",
+            ),
+            (
+                "[health]\nmin_available_memory_percent = -1",
+                "health.min_available_memory_percent",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains("from 0 (check off) to 100"), "{text}: {err}");
+        }
     }
 
     #[test]

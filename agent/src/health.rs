@@ -9,12 +9,31 @@ use novamedic_proto::v1::{self, HealthStatus};
 
 use crate::report::format_bytes;
 
-/// Below this share of free space or available memory, in percent, the
-/// node is degraded.
-pub const MIN_FREE_PERCENT: u64 = 5;
+/// Default `[health]` thresholds: below 5 % free space on the instances
+/// filesystem or 5 % available memory, the node is degraded.
+pub const DEFAULT_MIN_FREE_PERCENT: u8 = 5;
+
+/// The resource thresholds of `[health]` in agent.toml, in percent. Zero
+/// turns a check off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Free space on the filesystem that holds nova's `instances_path`.
+    pub min_free_disk_percent: u8,
+    /// Available memory of the node.
+    pub min_available_memory_percent: u8,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_free_disk_percent: DEFAULT_MIN_FREE_PERCENT,
+            min_available_memory_percent: DEFAULT_MIN_FREE_PERCENT,
+        }
+    }
+}
 
 /// Evaluates `report` into a health status with reasons.
-pub fn evaluate(report: &v1::NodeReport) -> v1::Health {
+pub fn evaluate(report: &v1::NodeReport, thresholds: &Thresholds) -> v1::Health {
     let mut findings = Findings::default();
     match &report.nova_compute {
         Some(nova) => check_nova_compute(nova, &mut findings),
@@ -24,7 +43,7 @@ pub fn evaluate(report: &v1::NodeReport) -> v1::Health {
         ),
     }
     if let Some(resources) = &report.resources {
-        check_resources(resources, &mut findings);
+        check_resources(resources, thresholds, &mut findings);
     }
     if let Some(log) = &report.log {
         check_log(log, &mut findings);
@@ -165,13 +184,18 @@ fn check_process(process: &v1::Process, findings: &mut Findings) {
     }
 }
 
-fn check_resources(resources: &v1::Resources, findings: &mut Findings) {
+fn check_resources(resources: &v1::Resources, thresholds: &Thresholds, findings: &mut Findings) {
     if let Some(filesystem) = resources.filesystems.iter().find(|fs| fs.holds_instances) {
-        check_instances_filesystem(filesystem, &resources.instances_path, findings);
+        check_instances_filesystem(
+            filesystem,
+            &resources.instances_path,
+            thresholds.min_free_disk_percent,
+            findings,
+        );
     }
     let total = resources.memory_total_bytes;
     let available = resources.memory_available_bytes;
-    if total > 0 && below_min_percent(available, total) {
+    if total > 0 && below_percent(available, total, thresholds.min_available_memory_percent) {
         findings.add(
             HealthStatus::Degraded,
             format!(
@@ -187,6 +211,7 @@ fn check_resources(resources: &v1::Resources, findings: &mut Findings) {
 fn check_instances_filesystem(
     filesystem: &v1::Filesystem,
     instances_path: &str,
+    min_free_percent: u8,
     findings: &mut Findings,
 ) {
     let mount_point = &filesystem.mount_point;
@@ -201,7 +226,7 @@ fn check_instances_filesystem(
         return;
     }
     let (available, total) = (filesystem.available_bytes, filesystem.total_bytes);
-    if below_min_percent(available, total) {
+    if below_percent(available, total, min_free_percent) {
         findings.add(
             HealthStatus::Degraded,
             format!(
@@ -296,8 +321,8 @@ fn advice_head(advice: &str) -> &str {
     advice[..end].trim()
 }
 
-fn below_min_percent(part: u64, whole: u64) -> bool {
-    u128::from(part) * 100 < u128::from(whole) * u128::from(MIN_FREE_PERCENT)
+fn below_percent(part: u64, whole: u64, min_percent: u8) -> bool {
+    u128::from(part) * 100 < u128::from(whole) * u128::from(min_percent)
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -437,7 +462,7 @@ mod tests {
             ),
         ];
         for (name, nova, expected_status, expected_reason) in cases {
-            let health = evaluate(&report(nova));
+            let health = evaluate(&report(nova), &Thresholds::default());
             assert_eq!(
                 health.status, expected_status as i32,
                 "{name}: {:?}",
@@ -454,6 +479,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn thresholds_move_and_zero_turns_a_check_off() {
+        let mut report = report(unit("active", "running", "success"));
+        let resources = report.resources.as_mut().unwrap();
+        resources.filesystems[1].available_bytes = 49 * GIB;
+        resources.memory_available_bytes = 3 * GIB;
+
+        let off = Thresholds {
+            min_free_disk_percent: 0,
+            min_available_memory_percent: 0,
+        };
+        let health = evaluate(&report, &off);
+        assert_eq!(
+            health.status,
+            HealthStatus::Healthy as i32,
+            "{:?}",
+            health.reasons
+        );
+
+        let strict = Thresholds {
+            min_free_disk_percent: 20,
+            min_available_memory_percent: 0,
+        };
+        report.resources.as_mut().unwrap().filesystems[1].available_bytes = 146 * GIB;
+        let health = evaluate(&report, &strict);
+        assert_eq!(health.status, HealthStatus::Degraded as i32);
+        assert_eq!(health.reasons.len(), 1, "{:?}", health.reasons);
+        assert!(
+            health.reasons[0].contains("has 14.6 % free"),
+            "{:?}",
+            health.reasons
+        );
     }
 
     #[test]
@@ -504,7 +563,7 @@ mod tests {
         for (name, change, expected_status, expected_reason) in cases {
             let mut report = report(healthy.clone());
             change(report.resources.as_mut().unwrap());
-            let health = evaluate(&report);
+            let health = evaluate(&report, &Thresholds::default());
             assert_eq!(
                 health.status, expected_status as i32,
                 "{name}: {:?}",
@@ -552,7 +611,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let health = evaluate(&report);
+        let health = evaluate(&report, &Thresholds::default());
         assert_eq!(health.status, HealthStatus::Degraded as i32);
         assert_eq!(
             health.reasons.len(),
@@ -584,7 +643,7 @@ mod tests {
             active_faults: vec![log_fault("error", "messaging", "Check RabbitMQ.")],
             ..Default::default()
         });
-        let health = evaluate(&report);
+        let health = evaluate(&report, &Thresholds::default());
         assert_eq!(health.status, HealthStatus::Failed as i32);
         assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
     }
@@ -607,7 +666,7 @@ mod tests {
             ],
             ..Default::default()
         });
-        let health = evaluate(&report);
+        let health = evaluate(&report, &Thresholds::default());
         assert_eq!(health.status, HealthStatus::Degraded as i32);
         assert_eq!(
             health.reasons[0],
@@ -635,13 +694,13 @@ mod tests {
     fn worst_finding_wins_and_all_reasons_kept() {
         let mut report = report(unit("failed", "failed", "signal"));
         report.resources.as_mut().unwrap().memory_available_bytes = GIB;
-        let health = evaluate(&report);
+        let health = evaluate(&report, &Thresholds::default());
         assert_eq!(health.status, HealthStatus::Failed as i32);
         assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
 
         let mut report = self::report(unknown("systemd is not PID 1"));
         report.resources.as_mut().unwrap().memory_available_bytes = GIB;
-        let health = evaluate(&report);
+        let health = evaluate(&report, &Thresholds::default());
         assert_eq!(health.status, HealthStatus::Unknown as i32);
         assert_eq!(health.reasons.len(), 2, "{:?}", health.reasons);
     }
@@ -698,7 +757,7 @@ mod tests {
         for (name, nova, probe, expected) in cases {
             let mut report = report(nova);
             report.rpc_probe = Some(probe);
-            let health = evaluate(&report);
+            let health = evaluate(&report, &Thresholds::default());
             assert_eq!(
                 health.status, expected as i32,
                 "{name}: {:?}",

@@ -410,7 +410,7 @@ async fn check(args: CheckArgs, utc_offset: time::UtcOffset) -> ExitCode {
             &targets,
             transport::unix_ms_now(),
         ));
-        report.health = Some(health::evaluate(&report));
+        report.health = Some(health::evaluate(&report, &config.health));
         report
     })
     .await

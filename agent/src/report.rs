@@ -97,7 +97,7 @@ impl ReportBuilder {
             log: self.log_watch.as_ref().map(|w| w.report(now_unix_ms())),
             rpc_probe: self.probe.as_ref().and_then(ProbeHandle::latest),
         };
-        report.health = Some(health::evaluate(&report));
+        report.health = Some(health::evaluate(&report, &self.agent.health));
         report
     }
 
@@ -522,7 +522,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        report.health = Some(health::evaluate(&report));
+        report.health = Some(health::evaluate(&report, &health::Thresholds::default()));
         report
     }
 
@@ -583,7 +583,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let health = health::evaluate(&report);
+        let health = health::evaluate(&report, &health::Thresholds::default());
         let text = render_table(&NodeView::from_report("compute-07", Some(&report), &health));
         assert!(
             text.starts_with("node compute-07: UNKNOWN\n  - nova-compute is not installed"),

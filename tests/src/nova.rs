@@ -261,6 +261,7 @@ pub fn nova_agent_config(node: &str, controller_url: &str) -> String {
          report_interval_seconds = 1\n\
          restart_settle_seconds = 5\n"
     );
+    text.push_str(crate::slice::AGENT_HEALTH_TABLE);
     text.push_str(&crate::slice::agent_tls_table(controller_url));
     text
 }

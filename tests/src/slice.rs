@@ -108,9 +108,17 @@ pub fn agent_config(node: &str, controller_url: &str, settings: &AgentSettings) 
             "\n[restart_budget]\nmax_restarts = {max_restarts}\nwindow_seconds = {window_seconds}\n"
         ));
     }
+    text.push_str(AGENT_HEALTH_TABLE);
     text.push_str(&agent_tls_table(controller_url));
     text
 }
+
+/// agent.toml's `[health]` table for test nodes. A container's disks and
+/// memory are the host's, which the tests do not control (a build machine
+/// may run with under 5 % free), so the resource checks are off; the unit
+/// tests of the agent's health rules cover them.
+pub const AGENT_HEALTH_TABLE: &str =
+    "\n[health]\nmin_free_disk_percent = 0\nmin_available_memory_percent = 0\n";
 
 /// Returns agent.toml's `[tls]` table: the files that
 /// [`install_node_certificate`] writes for an https:// controller, else TLS

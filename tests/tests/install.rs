@@ -226,6 +226,19 @@ fn deb_install_upgrade_remove_purge() {
     container
         .exec_ok(&["dpkg", "-i", &format!("{PACKAGES_INSIDE}/install.deb")])
         .unwrap();
+    // The host's free disk and memory are not the test's to control.
+    container
+        .exec_ok(&[
+            "sed",
+            "-i",
+            "-e",
+            "s/^#min_free_disk_percent = .*/min_free_disk_percent = 0/",
+            "-e",
+            "s/^#min_available_memory_percent = .*/min_available_memory_percent = 0/",
+            "/etc/novamedic/agent.toml",
+        ])
+        .unwrap();
+    container.systemctl_ok(&["restart", AGENT_UNIT]).unwrap();
     let groups = container.exec_ok(&["id", "-nG", "novamedic"]).unwrap();
     let groups: Vec<&str> = groups.split_whitespace().collect();
     assert!(groups.contains(&"nova"), "{groups:?}");

@@ -409,7 +409,7 @@ window_seconds = 600
         log: Some(log),
         ..Default::default()
     };
-    let health = crate::health::evaluate(&report);
+    let health = crate::health::evaluate(&report, &Default::default());
     assert_eq!(health.status, v1::HealthStatus::Degraded as i32);
     let broken = health
         .reasons
