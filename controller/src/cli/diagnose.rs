@@ -88,6 +88,12 @@ pub struct OpenStackArgs {
     /// CA bundle for TLS [env: OS_CACERT].
     #[arg(long = "os-cacert", value_name = "PATH")]
     pub cacert: Option<String>,
+    /// Client certificate, PEM, for clouds that ask for one [env: OS_CERT].
+    #[arg(long = "os-cert", value_name = "PATH")]
+    pub cert: Option<String>,
+    /// Private key of --os-cert when in its own file [env: OS_KEY].
+    #[arg(long = "os-key", value_name = "PATH")]
+    pub key: Option<String>,
     /// Do not verify TLS certificates.
     #[arg(long)]
     pub insecure: bool,
@@ -120,6 +126,8 @@ impl OpenStackArgs {
             ("region_name", &self.region_name),
             ("interface", &self.interface),
             ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
         ];
         for (key, value) in flags {
             if let Some(value) = value.as_ref().filter(|value| !value.is_empty()) {

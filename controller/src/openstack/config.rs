@@ -68,6 +68,11 @@ pub struct CloudConfig {
     pub interface: String,
     /// CA bundle for TLS, unless `verify` is false.
     pub cacert: Option<PathBuf>,
+    /// Client certificate for clouds that ask for one (`cert`, `OS_CERT`),
+    /// PEM. It may hold the private key too.
+    pub cert: Option<PathBuf>,
+    /// Private key of `cert` when it sits in its own file (`key`, `OS_KEY`).
+    pub key: Option<PathBuf>,
     /// False for `verify: false` or `--insecure`: TLS certificates are not
     /// checked at all.
     pub verify: bool,
@@ -523,6 +528,8 @@ fn resolve(
         region_name: resolve_region(cloud, region_override)?,
         interface: interface(top_text("interface"))?,
         cacert: top_text("cacert").map(PathBuf::from),
+        cert: top_text("cert").map(PathBuf::from),
+        key: top_text("key").map(PathBuf::from),
         verify: verify(cloud)?,
         api_timeout: api_timeout(top_text("api_timeout"))?,
         endpoint_overrides: endpoint_overrides(cloud),

@@ -83,6 +83,43 @@ struct TokenFields {
     catalog: Vec<CatalogEntry>,
 }
 
+/// Reads the client certificate (and its key, when in a file of its own)
+/// for clouds that authenticate clients by TLS.
+fn client_identity(config: &CloudConfig) -> Result<Option<reqwest::Identity>, ApiError> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|err| {
+            ApiError::Tls(format!("cannot read the {what} {}: {err}", path.display()))
+        })
+    };
+    let cert_path = match (&config.cert, &config.key) {
+        (Some(cert), _) => cert,
+        (None, Some(key)) => {
+            return Err(ApiError::Tls(format!(
+                "a client key is set ({}) but no client certificate: set cert or OS_CERT too",
+                key.display()
+            )))
+        }
+        (None, None) => return Ok(None),
+    };
+    let mut pem = read(cert_path, "client certificate (cert or OS_CERT)")?;
+    if let Some(key_path) = &config.key {
+        pem.push(b'\n');
+        pem.extend(read(key_path, "client key (key or OS_KEY)")?);
+    }
+    // The error names the files only: the key's bytes never reach a message.
+    reqwest::Identity::from_pem(&pem).map(Some).map_err(|_| {
+        ApiError::Tls(format!(
+            "the client certificate {}{} is not a PEM certificate with its private key",
+            cert_path.display(),
+            config
+                .key
+                .as_ref()
+                .map(|key| format!(" with key {}", key.display()))
+                .unwrap_or_default()
+        ))
+    })
+}
+
 impl Client {
     /// Builds a client for `config`. `timeout` overrides the cloud's
     /// `api_timeout` for every request.
@@ -111,6 +148,9 @@ impl Client {
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
+        }
+        if let Some(identity) = client_identity(&config)? {
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()
@@ -663,6 +703,8 @@ mod tests {
             region_name: None,
             interface: "public".into(),
             cacert: None,
+            cert: None,
+            key: None,
             verify: true,
             api_timeout: None,
             endpoint_overrides: Default::default(),
