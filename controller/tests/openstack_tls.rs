@@ -1,7 +1,7 @@
-//! The OpenStack client against an HTTPS endpoint that asks for a client
+//! The OpenStack client against an HTTPS endpoint that requires a client
 //! certificate: `cacert` trusts the server, `cert` and `key` (`OS_CERT`,
-//! `OS_KEY`) answer its request, and a missing or broken client identity
-//! gives an error that names the files, never the key.
+//! `OS_KEY`) authenticate the client, and a missing or broken client
+//! identity gives an error that names the files, never the key.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// An HTTPS server on 127.0.0.1 that requires a client certificate signed
-/// by the CA in `ca_dir` and answers every request with the peer's
+/// by the CA in `ca_dir` and responds to every request with the peer's
 /// certificate count in a JSON body. Returns its port.
 async fn start_server(ca_dir: &Path) -> u16 {
     let server = issue::issue(
@@ -33,6 +33,7 @@ async fn start_server(ca_dir: &Path) -> u16 {
         crl: None,
     })
     .expect("server material");
+
     // The controller's own config speaks h2 only; this server speaks
     // HTTP/1.1, as most OpenStack endpoints behind a proxy do.
     let mut config =
@@ -41,6 +42,7 @@ async fn start_server(ca_dir: &Path) -> u16 {
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
+
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
