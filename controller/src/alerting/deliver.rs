@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 /// Alerts per Alertmanager request; the API takes a list.
 const ALERTMANAGER_BATCH: usize = 64;
 
-/// Longest wait between two retries.
+/// Maximum wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A receiver that cannot be set up.
