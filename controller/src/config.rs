@@ -399,7 +399,7 @@ mod tests {
              [alerting.mass_disconnect]\npercent = 30\nmin_nodes = 5\nwindow_seconds = 120\n\
              [[alerting.webhook]]\nurl = \"https://hooks.example.org/n\"\n\
              headers = { \"X-Source\" = \"novamedic\" }\n\
-             header_files = { Authorization = \"/etc/novamedic/auth\" }\n\
+             header_files = { Authorization = \"/etc/novamedic/auth\" }\nresend = true\n\
              [metrics]\nlisten = \"127.0.0.1:9469\"\n",
         )
         .unwrap();

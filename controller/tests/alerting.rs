@@ -26,8 +26,7 @@ struct Received {
     body: Value,
 }
 
-/// An HTTP server on 127.0.0.1 that records every request and answers
-/// 200, or 500 while `failing` is set.
+/// An HTTP server on 127.0.0.1 that records every request and returns 200.
 struct Receiver {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
@@ -119,7 +118,7 @@ fn alerting(alertmanagers: &[&Receiver]) -> AlertingConfig {
     }
 }
 
-/// A policy that acts after two reports with no minimum span.
+/// Builds a policy that acts after two reports with no minimum span.
 fn quick_policy(extra: &str) -> Policy {
     let text = format!(
         "mode = \"enforce\"\n{extra}\n[[rule]]\ncondition = \"unit-failed\"\nconfirm_reports = 2\n\
@@ -136,8 +135,8 @@ fn failed_report() -> v1::NodeReport {
     report
 }
 
-/// A failed unit whose process hangs in state D, which the policy hands to
-/// a human at once.
+/// Builds a report of a failed unit whose process hangs in state D, which
+/// the policy hands to a human at once.
 fn stuck_report() -> v1::NodeReport {
     let mut report = failed_report();
     if let Some(nova) = report.nova_compute.as_mut() {
@@ -215,6 +214,7 @@ async fn escalation_alert_resent_and_resolved() {
         url: format!("{}/hook", webhook.url()).parse().unwrap(),
         headers: BTreeMap::from([("X-Source".to_string(), "novamedic-test".to_string())]),
         header_files: BTreeMap::from([("Authorization".to_string(), token)]),
+        resend: false,
     }];
     let server = TestServer::start_observed(
         dir.path().join("novamedic.db"),
@@ -286,6 +286,8 @@ async fn escalation_alert_resent_and_resolved() {
     );
     assert_eq!(request.body["startsAt"], first["startsAt"]);
     assert!(request.body["endsAt"].is_null(), "{}", request.body);
+    // Alertmanager got re-sends; a webhook without `resend` gets one message.
+    assert_eq!(webhook.requests().len(), 1, "{:#?}", webhook.requests());
 
     // An operator clears the node: the alert resolves, and re-sends stop.
     server
@@ -313,6 +315,7 @@ async fn escalation_alert_resent_and_resolved() {
     })
     .await;
     assert!(webhook_resolved, "{:#?}", webhook.requests());
+    assert_eq!(webhook.requests().len(), 2, "{:#?}", webhook.requests());
     let count = alertmanager_b.alerts_named("NovamedicNodeNeedsHuman").len();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let after = alertmanager_b.alerts_named("NovamedicNodeNeedsHuman");
@@ -608,5 +611,47 @@ async fn receiver_down_is_counted_and_harmless() {
         ),
         0.0
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn escalation_alert_survives_restart() {
+    let alertmanager = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("novamedic.db");
+    let server = TestServer::start_observed(
+        db.clone(),
+        quick_policy(""),
+        alerting(&[&alertmanager]),
+        false,
+    )
+    .await;
+    let mut agent = FakeAgent::connect(server.addr, common::hello("cn-1")).await;
+    agent.send_report(stuck_report()).await;
+    let fired = eventually(Duration::from_secs(10), || async {
+        !alertmanager
+            .alerts_named("NovamedicNodeNeedsHuman")
+            .is_empty()
+    })
+    .await;
+    assert!(fired, "{:#?}", alertmanager.alertmanager_alerts());
+    let starts_at = alertmanager.alerts_named("NovamedicNodeNeedsHuman")[0]["startsAt"].clone();
+    drop(agent);
+    server.stop().await;
+
+    // The saved escalation raises the alert again, as the same episode,
+    // before the node's agent is back.
+    let restarted = Receiver::start().await;
+    let server =
+        TestServer::start_observed(db, quick_policy(""), alerting(&[&restarted]), false).await;
+    let raised = eventually(Duration::from_secs(10), || async {
+        !restarted.alerts_named("NovamedicNodeNeedsHuman").is_empty()
+    })
+    .await;
+    assert!(raised, "{:#?}", restarted.alertmanager_alerts());
+    let alert = &restarted.alerts_named("NovamedicNodeNeedsHuman")[0];
+    assert_eq!(alert["startsAt"], starts_at);
+    assert_eq!(alert["labels"]["node"], "cn-1");
+    assert!(!is_resolved(alert), "{alert}");
     server.stop().await;
 }

@@ -41,6 +41,9 @@ pub struct WebhookConfig {
     /// Header values read from files at start, for secrets such as an
     /// `Authorization` value.
     pub header_files: BTreeMap<String, PathBuf>,
+    /// Whether active alerts are also sent again every resend interval.
+    /// Off by default, so a chat channel gets one message per change.
+    pub resend: bool,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("url", &self.url.as_str())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("header_files", &self.header_files)
+            .field("resend", &self.resend)
             .finish()
     }
 }
@@ -123,6 +127,8 @@ struct WebhookFile {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     header_files: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    resend: bool,
 }
 
 /// The `[alerting.mass_disconnect]` table.
@@ -262,6 +268,7 @@ fn parse_webhook(file: WebhookFile) -> Result<WebhookConfig, Invalid> {
         url,
         headers: file.headers,
         header_files: file.header_files,
+        resend: file.resend,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Receiver {
     queued: Notify,
     max_retries: u32,
     retry_backoff: Duration,
+    /// Whether re-sends of active alerts go here too.
+    pub(super) takes_resends: bool,
     resend_interval: Duration,
     generator_url: Option<String>,
     metrics: Arc<Metrics>,
@@ -108,7 +110,8 @@ impl Receiver {
             client,
             config,
             metrics,
-        ))
+        )
+        .with_resends(true))
     }
 
     pub fn webhook(
@@ -125,7 +128,8 @@ impl Receiver {
             client,
             config,
             metrics,
-        ))
+        )
+        .with_resends(webhook.resend))
     }
 
     fn build(
@@ -147,10 +151,16 @@ impl Receiver {
             queued: Notify::new(),
             max_retries: config.max_retries,
             retry_backoff: config.retry_backoff,
+            takes_resends: false,
             resend_interval: config.resend_interval,
             generator_url: config.generator_url.as_ref().map(Url::to_string),
             metrics,
         }
+    }
+
+    fn with_resends(mut self, takes_resends: bool) -> Self {
+        self.takes_resends = takes_resends;
+        self
     }
 
     /// Queues a notification, dropping the oldest one when the queue is
@@ -491,6 +501,7 @@ mod tests {
             url: "http://127.0.0.1:1/h".parse().unwrap(),
             headers: BTreeMap::from([("X-A".to_string(), "b".to_string())]),
             header_files: BTreeMap::from([("Authorization".to_string(), path)]),
+            resend: false,
         };
         let headers = webhook_headers(&webhook).unwrap();
         assert_eq!(headers["authorization"], "Bearer abc");

@@ -12,6 +12,10 @@ use super::{Alert, Severity, AGENTS_DISCONNECTED};
 const NODES_SHOWN: usize = 20;
 
 /// Disconnects seen recently and the episode they started, if any.
+///
+/// NOTE: this lives in memory only. A controller restarted during an
+/// episode starts with no episode, and nodes that never reconnect after
+/// its start raise no mass-disconnect alert.
 #[derive(Debug)]
 pub struct MassDisconnect {
     rule: MassDisconnectRule,

@@ -1,10 +1,10 @@
 //! Alerts for states a human must act on, sent to Alertmanager's v2 API and
 //! to generic JSON webhooks.
 //!
-//! The controller states which alerts are active (see [`Alerter::reconcile`]);
-//! the alerter sends an alert when it becomes active, sends it again every
-//! resend interval while it stays active, and sends it resolved when it is no
-//! longer active. Delivery runs on its own tasks behind bounded queues, so a
+//! The controller states which alerts are active (see [`Alerter::reconcile`]).
+//! The alerter sends an alert when it becomes active and sends it resolved
+//! when it is no longer active. While it stays active, it is sent again every
+//! resend interval to Alertmanager, and to webhooks that ask for it. Delivery runs on its own tasks behind bounded queues, so a
 //! slow or absent receiver never holds up the policy or the gRPC services.
 
 pub mod config;
@@ -33,7 +33,7 @@ pub const AGENTS_DISCONNECTED: &str = "NovamedicAgentsDisconnected";
 /// Value of the `service` label on every alert.
 pub const SERVICE: &str = "nova-compute";
 
-/// How urgent an alert is, as the `severity` label.
+/// An alert's urgency, sent as the `severity` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -214,7 +214,7 @@ impl Alerter {
                 summary = %notification.alert.summary,
                 "alert"
             );
-            self.enqueue(&notification);
+            self.enqueue(&notification, false);
         }
     }
 
@@ -227,9 +227,13 @@ impl Alerter {
         counts
     }
 
-    fn enqueue(&self, notification: &Notification) {
+    /// Queues `notification` for every receiver, or for those that take
+    /// re-sends when it is one.
+    fn enqueue(&self, notification: &Notification, resend: bool) {
         for receiver in &self.receivers {
-            receiver.push(notification.clone());
+            if !resend || receiver.takes_resends {
+                receiver.push(notification.clone());
+            }
         }
     }
 
@@ -244,7 +248,7 @@ impl Alerter {
             let now = now_unix_ms();
             let active: Vec<Alert> = self.lock().values().cloned().collect();
             for alert in active {
-                self.enqueue(&notification(alert, Status::Firing, now));
+                self.enqueue(&notification(alert, Status::Firing, now), true);
             }
         }
     }
