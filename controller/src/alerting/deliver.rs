@@ -3,6 +3,7 @@
 //! back-off.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use crate::metrics::Metrics;
 
 /// Alerts per Alertmanager request; the API takes a list.
 const ALERTMANAGER_BATCH: usize = 64;
+
+/// Drops of a full queue that make one log line.
+const DROP_LOG_EVERY: u64 = 100;
 
 /// Maximum wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -72,6 +76,8 @@ pub struct Receiver {
     queue: Mutex<VecDeque<Notification>>,
     capacity: usize,
     queued: Notify,
+    /// Notifications dropped so far, to log only some of them.
+    dropped: AtomicU64,
     max_retries: u32,
     retry_backoff: Duration,
     /// Whether re-sends of active alerts go here too.
@@ -149,6 +155,7 @@ impl Receiver {
             queue: Mutex::new(VecDeque::new()),
             capacity: config.queue_capacity,
             queued: Notify::new(),
+            dropped: AtomicU64::new(0),
             max_retries: config.max_retries,
             retry_backoff: config.retry_backoff,
             takes_resends: false,
@@ -164,8 +171,8 @@ impl Receiver {
     }
 
     /// Queues a notification, dropping the oldest one when the queue is
-    /// full: the newest state of an alert matters more than an old one,
-    /// and active alerts are sent again anyway.
+    /// full, because the newest state of an alert matters more than an old
+    /// one. A receiver that takes re-sends gets active alerts again later.
     pub(super) fn push(&self, notification: Notification) {
         let dropped = {
             let mut queue = self.lock();
@@ -178,17 +185,29 @@ impl Receiver {
             dropped
         };
         if let Some(dropped) = dropped {
-            self.metrics.alert_dropped(self.kind.as_str());
-            tracing::warn!(
-                receiver = self.kind.as_str(),
-                url = %self.shown_url,
-                alertname = dropped.alert.name,
-                node = ?dropped.alert.node,
-                capacity = self.capacity,
-                "alert queue full; dropped its oldest notification"
-            );
+            self.record_drop(&dropped);
         }
         self.queued.notify_one();
+    }
+
+    /// Counts a dropped notification and logs the first and every
+    /// [`DROP_LOG_EVERY`]th one.
+    fn record_drop(&self, dropped: &Notification) {
+        self.metrics.alert_dropped(self.kind.as_str());
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if total % DROP_LOG_EVERY != 1 {
+            return;
+        }
+        tracing::warn!(
+            receiver = self.kind.as_str(),
+            url = %self.shown_url,
+            alertname = dropped.alert.name,
+            node = ?dropped.alert.node,
+            capacity = self.capacity,
+            dropped_total = total,
+            "alert queue full; dropped its oldest notification (logged for the first and every \
+             100th drop)"
+        );
     }
 
     /// Posts queued notifications until the task is aborted.
@@ -248,7 +267,8 @@ impl Receiver {
                         alerts = batch.len(),
                         attempts = attempt,
                         error = %error,
-                        "cannot deliver alerts; giving up on them (active alerts are sent again at the next resend)"
+                        resent_later = self.takes_resends,
+                        "cannot deliver alerts; giving up on them"
                     );
                     return;
                 }
