@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-/// Where alerts go and how they are delivered.
+/// Alert receivers and delivery settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertingConfig {
     /// Alertmanager base URLs; every one gets every alert, as an HA pair
@@ -86,6 +86,9 @@ impl Default for AlertingConfig {
 }
 
 impl Default for MassDisconnectRule {
+    // A 60 s window covers the spread of one network cut: the controller
+    // notices each lost stream within 50 s, when its HTTP/2 ping (every
+    // 30 s, `server::KEEPALIVE_INTERVAL`) gets no reply in 20 s.
     fn default() -> Self {
         MassDisconnectRule {
             percent: 20,
