@@ -231,6 +231,8 @@ async fn read_stream(
         };
         match message.body {
             Some(Body::Report(report)) => {
+                let arrived = std::time::Instant::now();
+                controller.metrics().report_received();
                 let observation = observation_from_report(&report, now_unix_ms());
                 let applied = controller.accept_report(&node, connection_id, report).await;
                 if applied.is_err() {
@@ -238,6 +240,7 @@ async fn read_stream(
                     return;
                 }
                 controller.evaluate_policy(&node, observation).await;
+                controller.metrics().report_processed(arrived.elapsed());
             }
             Some(Body::CommandResult(result)) => {
                 controller.accept_command_result(&node, result).await;

@@ -10,6 +10,10 @@ use std::time::Duration;
 use novamedic_tls::TlsFiles;
 use serde::Deserialize;
 
+use crate::alerting::config::{
+    parse_alerting, parse_metrics, AlertingConfig, AlertingFile, Invalid, MetricsConfig,
+    MetricsFile,
+};
 use crate::auth::Roles;
 use crate::controller::RestartLimits;
 use crate::policy::Policy;
@@ -72,6 +76,8 @@ pub struct ServerConfig {
     pub transport: Transport,
     /// Operator API roles by certificate name.
     pub roles: Roles,
+    pub alerting: AlertingConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
             policy_source: BUILT_IN_POLICY.to_string(),
             transport: Transport::MutualTls(default_tls_files()),
             roles: Roles::default(),
+            alerting: AlertingConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -106,6 +114,8 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tls: Option<TlsFile>,
     roles: Option<RolesFile>,
+    alerting: Option<AlertingFile>,
+    metrics: Option<MetricsFile>,
 }
 
 /// The `[tls]` table.
@@ -233,6 +243,14 @@ pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
             })
         }
     };
+    let from_invalid = |err: Invalid| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: err.key,
+        value: err.value,
+        expected: err.expected,
+    };
+    let alerting = parse_alerting(file.alerting.unwrap_or_default()).map_err(from_invalid)?;
+    let metrics = parse_metrics(file.metrics.unwrap_or_default(), listen).map_err(from_invalid)?;
     let roles = file.roles.unwrap_or_default();
     let roles = Roles {
         operators: roles.operators.unwrap_or_default(),
@@ -243,6 +261,8 @@ pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
         listen,
         transport,
         roles,
+        alerting,
+        metrics,
         db: file.db.unwrap_or(defaults.db),
         restart: RestartLimits {
             default_wait: Duration::from_secs(default_wait_seconds),
@@ -367,6 +387,139 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn alerting_and_metrics_keys() {
+        let config = parse_text(
+            "[alerting]\nalertmanager_urls = [\"http://am-1:9093\", \"http://am-2:9093\"]\n\
+             resend_interval_seconds = 30\ntimeout_seconds = 5\nmax_retries = 2\n\
+             retry_backoff_ms = 200\nqueue_capacity = 10\n\
+             generator_url = \"https://dash.example.org/\"\n\
+             [alerting.mass_disconnect]\npercent = 30\nmin_nodes = 5\nwindow_seconds = 120\n\
+             [[alerting.webhook]]\nurl = \"https://hooks.example.org/n\"\n\
+             headers = { \"X-Source\" = \"novamedic\" }\n\
+             header_files = { Authorization = \"/etc/novamedic/auth\" }\nresend = true\n\
+             [metrics]\nlisten = \"127.0.0.1:9469\"\n",
+        )
+        .unwrap();
+        let alerting = &config.alerting;
+        assert_eq!(alerting.alertmanagers.len(), 2);
+        assert_eq!(alerting.alertmanagers[1].as_str(), "http://am-2:9093/");
+        assert_eq!(alerting.resend_interval, Duration::from_secs(30));
+        assert_eq!(alerting.timeout, Duration::from_secs(5));
+        assert_eq!(alerting.max_retries, 2);
+        assert_eq!(alerting.retry_backoff, Duration::from_millis(200));
+        assert_eq!(alerting.queue_capacity, 10);
+        assert_eq!(alerting.mass_disconnect.percent, 30);
+        assert_eq!(alerting.mass_disconnect.min_nodes, 5);
+        assert_eq!(alerting.mass_disconnect.window, Duration::from_secs(120));
+        assert_eq!(alerting.webhooks.len(), 1);
+        assert_eq!(alerting.webhooks[0].headers["X-Source"], "novamedic");
+        assert_eq!(
+            alerting.webhooks[0].header_files["Authorization"],
+            PathBuf::from("/etc/novamedic/auth")
+        );
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9469".parse().unwrap())
+        );
+        assert_eq!(ServerConfig::default().metrics.listen, None);
+    }
+
+    #[test]
+    fn alerting_errors_name_key_and_expectation() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[alerting]\nalertmanager_urls = [\"am:9093\"]",
+                &["`alerting.alertmanager_urls`", "\"am:9093\"", "http://"],
+            ),
+            (
+                "[alerting]\nalertmanager_urls = [\"ftp://am\"]",
+                &["`alerting.alertmanager_urls`", "http://"],
+            ),
+            (
+                "[alerting]\nresend_interval_seconds = 0",
+                &["`alerting.resend_interval_seconds`", "at least 1"],
+            ),
+            (
+                "[alerting]\ntimeout_seconds = 0",
+                &["`alerting.timeout_seconds`", "between 1 and 300"],
+            ),
+            (
+                "[alerting]\nqueue_capacity = 0",
+                &["`alerting.queue_capacity`", "at least 1"],
+            ),
+            (
+                "[alerting]\nretry_backoff_ms = 1",
+                &["`alerting.retry_backoff_ms`", "between 10"],
+            ),
+            (
+                "[alerting]\nsend_interval = 3",
+                &["unknown field `send_interval`"],
+            ),
+            (
+                "[alerting.mass_disconnect]\npercent = 0",
+                &["`alerting.mass_disconnect.percent`", "between 1 and 100"],
+            ),
+            (
+                "[alerting.mass_disconnect]\nmin_nodes = 1",
+                &["`alerting.mass_disconnect.min_nodes`", "at least 2"],
+            ),
+            (
+                "[[alerting.webhook]]\nurl = \"https://h\"\nheaders = { \"Bad Name\" = \"x\" }",
+                &["`alerting.webhook.headers`", "\"Bad Name\"", "header name"],
+            ),
+            (
+                "[[alerting.webhook]]\nurl = \"https://h\"\nheaders = { A = \"x\" }\n\
+                 header_files = { A = \"/f\" }",
+                &["`alerting.webhook.header_files`", "one of the two tables"],
+            ),
+            (
+                "[[alerting.webhook]]\nheaders = {}",
+                &["missing field `url`"],
+            ),
+            (
+                "[metrics]\nlisten = \"9469\"",
+                &["`metrics.listen`", "\"9469\"", "IP address and port"],
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:0\"",
+                &["`metrics.listen`", "fixed port"],
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:7400\"",
+                &["`metrics.listen`", "other than the gRPC"],
+            ),
+        ];
+        for (text, fragments) in cases {
+            let message = parse_text(text).expect_err(text).to_string();
+            for fragment in *fragments {
+                assert!(
+                    message.contains(fragment),
+                    "{text:?}: {message:?} lacks {fragment:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn header_value_stays_out_of_errors() {
+        let message = parse_text(
+            "[[alerting.webhook]]\nurl = \"https://h\"\nheaders = { A = \"secret\\n\" }",
+        )
+        .expect_err("a line feed is no header value")
+        .to_string();
+        assert!(message.contains("the value of \"A\""), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn packaged_file_parses_to_defaults() {
+        let text = include_str!("../../packaging/config/controller.toml");
+        let config = parse_text(text).unwrap();
+        assert_eq!(config.alerting, AlertingConfig::default());
+        assert_eq!(config.metrics, MetricsConfig::default());
     }
 
     #[test]

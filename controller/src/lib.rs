@@ -14,10 +14,14 @@
 //! - [`cli`]: the `novamedic` command line, server and operator client in one.
 //! - [`openstack`]: a small OpenStack API client (Keystone, Nova, Glance,
 //!   Neutron, Cinder), used only by `novamedic diagnose`.
+//! - [`alerting`]: alerts to Alertmanager and JSON webhooks, and the
+//!   mass-disconnect detector. Delivery runs on its own tasks.
+//! - [`metrics`]: Prometheus counters and the `/metrics` listener.
 //! - [`diagnose`]: why an instance is in ERROR, from the OpenStack APIs and
 //!   the fleet's reports.
 
 pub mod agent_api;
+pub mod alerting;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -25,6 +29,7 @@ pub mod config;
 pub mod controller;
 pub mod diagnose;
 pub mod fleet;
+pub mod metrics;
 pub mod openstack;
 pub mod operator_api;
 pub mod policy;

@@ -11,12 +11,15 @@ use novamedic_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::agent_api::AgentApi;
+use crate::alerting::Alerter;
 use crate::auth::Authority;
 use crate::config::{ServerConfig, Transport};
 use crate::controller::Controller;
+use crate::metrics::Metrics;
 use crate::operator_api::OperatorApi;
 use crate::store::Store;
 use crate::tls_listener::ServerTls;
@@ -62,9 +65,39 @@ pub async fn serve_with_listener(
 /// agent streams, drains connections for up to `config.shutdown_drain` and
 /// closes the database. Each notification of `reload` reads the TLS files
 /// again. `config.listen` is ignored; tests pass a listener bound to
-/// 127.0.0.1:0.
+/// 127.0.0.1:0. The metrics listener, when `[metrics] listen` is set, is
+/// bound here.
 pub async fn serve_with_reload(
     listener: TcpListener,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: Arc<Notify>,
+) -> anyhow::Result<()> {
+    let metrics_listener = match config.metrics.listen {
+        None => None,
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} for metrics ([metrics] listen)")
+        })?),
+    };
+    run(listener, metrics_listener, config, shutdown, reload).await
+}
+
+/// Serves like [`serve_with_listener`], with `/metrics` on
+/// `metrics_listener` whatever `config.metrics` says. Tests bind it to
+/// 127.0.0.1:0.
+pub async fn serve_with_metrics_listener(
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let reload = Arc::new(Notify::new());
+    run(listener, Some(metrics_listener), config, shutdown, reload).await
+}
+
+async fn run(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
     reload: Arc<Notify>,
@@ -76,6 +109,8 @@ pub async fn serve_with_reload(
         Transport::MutualTls(files) => Some(Arc::new(ServerTls::load(files)?)),
         Transport::Plaintext => None,
     };
+    let metrics = Arc::new(Metrics::default());
+    let alerter = Arc::new(Alerter::new(&config.alerting, Arc::clone(&metrics))?);
     let store = Store::open(&config.db).await?;
     let controller = Arc::new(
         Controller::load(
@@ -83,6 +118,8 @@ pub async fn serve_with_reload(
             config.restart.clone(),
             config.policy.clone(),
             config.policy_source.clone(),
+            Arc::clone(&alerter),
+            metrics,
         )
         .await?,
     );
@@ -98,8 +135,15 @@ pub async fn serve_with_reload(
         );
     }
 
-    let stale_task = tokio::spawn(mark_stale_forever(Arc::clone(&controller)));
-    let reload_task = tokio::spawn(reload_forever(tls.clone(), reload));
+    let mut background = alerter.start();
+    background.push(tokio::spawn(mark_stale_forever(Arc::clone(&controller))));
+    background.push(tokio::spawn(reload_forever(tls.clone(), reload)));
+    if let Some(metrics_listener) = metrics_listener {
+        background.push(tokio::spawn(crate::metrics::http::serve(
+            metrics_listener,
+            Arc::clone(&controller),
+        )));
+    }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -128,16 +172,16 @@ pub async fn serve_with_reload(
 
     tokio::select! {
         joined = &mut server => {
-            stale_task.abort();
-            reload_task.abort();
+            background.iter().for_each(JoinHandle::abort);
             joined.context("the gRPC server task failed")?.context("the gRPC server failed")?;
             anyhow::bail!("the gRPC server stopped without being asked to");
         }
         () = shutdown => {}
     }
 
-    stale_task.abort();
-    reload_task.abort();
+    // Alerts still queued are dropped: the firing ones end by themselves
+    // at their endsAt, and the next controller raises the active ones again.
+    background.iter().for_each(JoinHandle::abort);
     // Dropping every stream sender ends the agents' response streams, which
     // lets the graceful shutdown finish instead of waiting on streams that
     // never end by themselves.

@@ -7,10 +7,13 @@
 //! recorded first, because the events are the audit trail of who restarted
 //! what.
 
+mod alerts;
+mod metrics;
 pub mod policy;
 mod restart;
 mod throttle;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use novamedic_proto::v1;
@@ -19,6 +22,8 @@ use novamedic_tls::PeerIdentity;
 
 pub use restart::RestartError;
 
+use crate::alerting::disconnect::MassDisconnect;
+use crate::alerting::Alerter;
 use crate::clock::now_unix_ms;
 use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
 use crate::policy::{Policy, PolicyState};
@@ -52,16 +57,23 @@ pub struct Controller {
     limits: RestartLimits,
     report_writes: ReportThrottle,
     policy: PolicyRunner,
+    metrics: Arc<crate::metrics::Metrics>,
+    alerter: Arc<Alerter>,
+    disconnects: Mutex<MassDisconnect>,
 }
 
 impl Controller {
     /// Loads every stored node into a new fleet, and the policy's saved
-    /// state. `policy_source` names where `policy` came from.
+    /// state. `policy_source` names where `policy` came from. Alerts for
+    /// the saved state (nodes that need a human, a storm pause) are raised
+    /// again at once.
     pub async fn load(
         store: Store,
         limits: RestartLimits,
         policy: Policy,
         policy_source: String,
+        alerter: Arc<Alerter>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
         let records = store.list_nodes().await?;
         tracing::info!(nodes = records.len(), db = %store.path().display(), "loaded the fleet");
@@ -75,13 +87,21 @@ impl Controller {
             }),
         };
         tracing::info!(mode = %policy.mode, source = %policy_source, "self-healing policy loaded");
-        Ok(Controller {
+        let disconnects = Mutex::new(MassDisconnect::new(
+            alerter.config().mass_disconnect.clone(),
+        ));
+        let controller = Controller {
             fleet: Fleet::from_records(records, now_unix_ms()),
             store,
             limits,
             report_writes: ReportThrottle::default(),
             policy: PolicyRunner::new(policy, state, policy_source),
-        })
+            metrics,
+            alerter,
+            disconnects,
+        };
+        controller.sync_policy_alerts(controller.policy.engine.lock().await.state());
+        Ok(controller)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -137,6 +157,7 @@ impl Controller {
             connection_id = connected.connection_id,
             "agent connected"
         );
+        self.note_connect(&hello.node);
         let saved = self
             .store
             .upsert_hello(&hello, now, &connected.events)
@@ -304,6 +325,7 @@ impl Controller {
             return;
         };
         tracing::info!(node, connection_id, detail = ?event.detail, "agent disconnected");
+        self.note_disconnect(node);
         if let Some(unsaved) = self.report_writes.take(node) {
             self.save_report(node, &unsaved, &[]).await;
         }

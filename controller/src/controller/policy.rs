@@ -23,7 +23,7 @@ pub const POLICY_ACTOR: &str = "policy";
 pub struct PolicyRunner {
     /// An async mutex, held across the store write, so saved states never
     /// go back in time.
-    engine: tokio::sync::Mutex<Engine>,
+    pub(super) engine: tokio::sync::Mutex<Engine>,
     source: String,
 }
 
@@ -117,6 +117,11 @@ impl Controller {
         if !verdict.changed {
             return;
         }
+        self.metrics.policy_decision(verdict.decision.kind());
+        if let Decision::Escalate { .. } = verdict.decision {
+            self.metrics.escalation();
+        }
+        self.sync_policy_alerts(engine.state());
         let events = verdict_events(&verdict, observation.at_unix_ms);
         for event in &events {
             tracing::info!(node, kind = %event.kind, detail = %event.detail, "policy decision");
@@ -185,6 +190,7 @@ impl Controller {
     ) -> v1::PolicyStatus {
         let mut engine = self.policy.engine.lock().await;
         change(&mut engine);
+        self.sync_policy_alerts(engine.state());
         let now = now_unix_ms();
         let event = NewEvent {
             time_unix_ms: now,

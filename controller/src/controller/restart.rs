@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use novamedic_proto::v1;
-use novamedic_proto::view::rfc3339_from_unix_ms;
+use novamedic_proto::view::{outcome_name, rfc3339_from_unix_ms};
 
 use super::Controller;
 use crate::clock::{format_age, now_unix_ms};
@@ -13,6 +13,9 @@ use crate::store::{NewCommand, NewEvent, StoreError};
 
 /// Extra wait beyond the agent's budget, for the result to travel back.
 const RESULT_MARGIN: Duration = Duration::from_secs(2);
+
+/// Command kind of a restart, as metrics label it.
+const RESTART_COMMAND_KIND: &str = "restart_unit";
 
 /// Time allowed to put a command into an agent's stream buffer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -120,7 +123,20 @@ impl Controller {
             self.fleet.abandon_command(&node, &command_id);
             return Err(RestartError::NotRecorded(err));
         }
+        let trigger = if command.requested_by == super::policy::POLICY_ACTOR {
+            "policy"
+        } else {
+            "operator"
+        };
+        self.metrics.restart_sent(trigger);
         let result = self.deliver_and_wait(&command, ticket, wait).await;
+        let outcome = match &result {
+            Ok(result) => outcome_name(result.outcome),
+            Err(RestartError::NotDelivered { .. }) => "not_delivered",
+            Err(RestartError::NoResult { .. }) => "no_result",
+            Err(_) => "shutting_down",
+        };
+        self.metrics.command_finished(RESTART_COMMAND_KIND, outcome);
         self.fleet.abandon_command(&node, &command_id);
         Ok(v1::RestartResponse {
             command_id,

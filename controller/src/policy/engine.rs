@@ -177,6 +177,21 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Returns the decision's kind without its details, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Healthy => "healthy",
+            Decision::Watching { .. } => "watching",
+            Decision::Hold { .. } => "hold",
+            Decision::Restart { dry_run: true, .. } => "dry_run_restart",
+            Decision::Restart { .. } => "restart",
+            Decision::Verifying { .. } => "verifying",
+            Decision::Verified { .. } => "verified",
+            Decision::Escalate { .. } => "escalate",
+            Decision::StormGuard { .. } => "storm_guard",
+        }
+    }
+
     fn key(&self) -> String {
         match self {
             Decision::Healthy => "healthy".into(),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use novamedic::alerting::config::AlertingConfig;
 use novamedic::config::ServerConfig;
 use novamedic_proto::v1;
 use novamedic_proto::v1::agent_service_client::AgentServiceClient;
@@ -18,6 +19,8 @@ use tonic::transport::Channel;
 /// A controller served in-process on a loopback port with a temporary DB.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The `/metrics` listener, when started with one.
+    pub metrics_addr: Option<SocketAddr>,
     pub db: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -40,27 +43,59 @@ impl TestServer {
 
     /// Starts a controller with a given self-healing policy.
     pub async fn start_with(db: PathBuf, policy: novamedic::policy::Policy) -> Self {
+        Self::start_observed(db, policy, AlertingConfig::default(), false).await
+    }
+
+    /// Starts a controller with a policy and alerting settings, and a
+    /// `/metrics` listener on 127.0.0.1:0 when `with_metrics` is set.
+    pub async fn start_observed(
+        db: PathBuf,
+        policy: novamedic::policy::Policy,
+        alerting: AlertingConfig,
+        with_metrics: bool,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = match with_metrics {
+            true => Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback"),
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|listener| listener.local_addr().unwrap());
         let config = ServerConfig {
             db: db.clone(),
             shutdown_drain: Duration::from_secs(2),
             policy,
             policy_source: "test".to_string(),
             transport: novamedic::config::Transport::Plaintext,
+            alerting,
             ..ServerConfig::default()
         };
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            novamedic::server::serve_with_listener(listener, &config, async {
+            let stopped = async {
                 let _ = stop_rx.await;
-            })
-            .await
+            };
+            match metrics_listener {
+                Some(metrics) => {
+                    novamedic::server::serve_with_metrics_listener(
+                        listener, metrics, &config, stopped,
+                    )
+                    .await
+                }
+                None => novamedic::server::serve_with_listener(listener, &config, stopped).await,
+            }
         });
         let server = TestServer {
             addr,
+            metrics_addr,
             db,
             stop: Some(stop),
             task,
