@@ -534,10 +534,12 @@ mod tests {
                     vcpus: 4,
                     memory_bytes: 4 * GIB,
                     pid: 3131,
+                    ..Default::default()
                 }],
                 count: 1,
                 vcpus: 4,
                 memory_bytes: 4 * GIB,
+                ..Default::default()
             }),
             nova_compute: Some(v1::NovaCompute {
                 unit: "nova-compute.service".into(),
@@ -646,8 +648,14 @@ mod tests {
             n_restarts: 2,
             invocation_id: "00112233445566778899aabbccddeeff".into(),
             inactive_exit_timestamp_us: 1_700_000_000_000_000,
+            inactive_enter_timestamp_us: 1_700_000_010_000_000,
         });
         let report = builder.build(&unit, v1::ReportTrigger::UnitChange, 7);
+        let returns = report
+            .dependency_returns
+            .as_ref()
+            .expect("a failed unit gets the dependency check");
+        assert_eq!(returns.down_since_us, 1_700_000_010_000_000);
 
         assert_eq!(report.sequence, 7);
         assert_eq!(report.trigger, v1::ReportTrigger::UnitChange as i32);

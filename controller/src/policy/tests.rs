@@ -21,6 +21,7 @@ fn healthy(at: i64) -> Observation {
             invocation_id: "inv-1".into(),
             // Started long before the test window, so no start grace.
             started_at_unix_ms: T0 - 86_400_000,
+            n_restarts: 0,
         },
         process: Some(ProcessState {
             pid: 4242,
