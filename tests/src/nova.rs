@@ -395,29 +395,6 @@ fn parse_socket(text: &str) -> Option<(IpAddr, u16)> {
     Some((address, port))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[cfg(target_endian = "little")]
-    fn parse_socket_reads_kernel_addresses() {
-        assert_eq!(
-            parse_socket("0100007F:1628"),
-            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), 5672))
-        );
-        assert_eq!(
-            parse_socket("00000000:1111"),
-            Some((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 4369))
-        );
-        assert_eq!(
-            parse_socket("00000000000000000000000001000000:224A"),
-            Some((IpAddr::V6(Ipv6Addr::LOCALHOST), 8778))
-        );
-        assert_eq!(parse_socket("nonsense"), None);
-    }
-}
-
 /// Returns the local port of the connection whose channel consumes `queue`
 /// on the broker inside `container`, from rabbitmqctl: consumer, then
 /// channel, then connection.
@@ -448,4 +425,27 @@ pub fn consumer_port(container: &Container, queue: &str) -> Result<u16> {
         .find(|(pid, _)| pid.trim() == connection)
         .and_then(|(_, port)| port.trim().parse().ok())
         .with_context(|| format!("no connection {connection}:\n{connections}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn parse_socket_reads_kernel_addresses() {
+        assert_eq!(
+            parse_socket("0100007F:1628"),
+            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), 5672))
+        );
+        assert_eq!(
+            parse_socket("00000000:1111"),
+            Some((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 4369))
+        );
+        assert_eq!(
+            parse_socket("00000000000000000000000001000000:224A"),
+            Some((IpAddr::V6(Ipv6Addr::LOCALHOST), 8778))
+        );
+        assert_eq!(parse_socket("nonsense"), None);
+    }
 }
