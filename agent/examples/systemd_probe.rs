@@ -199,7 +199,10 @@ async fn execute(
         timeout_ms,
         requested_by: "systemd_probe".to_string(),
         reason: "system test".to_string(),
-        action: Some(v1::command::Action::RestartUnit(v1::RestartUnit { unit })),
+        action: Some(v1::command::Action::RestartUnit(v1::RestartUnit {
+            unit,
+            reset_failed: false,
+        })),
     };
     let result = executor.execute(command, Instant::now()).await;
     println!(

@@ -7,9 +7,9 @@
 //! - runs one command at a time and rejects a command whose timeout ran out
 //!   while it was queued;
 //! - restarts at most `restart_budget_max` times per window (`budget`);
-//! - does not restart a unit in systemd's start limit, and never resets
-//!   that limit itself: the operator runs `systemctl reset-failed` after
-//!   fixing the cause.
+//! - does not restart a unit in systemd's start limit unless the command
+//!   sets `reset_failed`; then it calls `ResetFailedUnit` once, under the
+//!   same ledger entry and budget as the restart, and never on its own.
 //!
 //! Every command with an id gets a ledger entry, rejections included.
 
@@ -76,6 +76,9 @@ enum Checked {
         unit: String,
         before: UnitSnapshot,
         deadline: Duration,
+        /// Call `ResetFailedUnit` before the restart: the unit is failed
+        /// and the command asked for it.
+        reset_failed: bool,
     },
     Answer(v1::CommandResult),
 }
@@ -123,16 +126,16 @@ impl<M: ServiceManager> Executor<M> {
                 unit,
                 before,
                 deadline,
+                reset_failed,
             } => {
-                self.restart(
-                    &mut state,
-                    &command_id,
-                    &unit,
+                let plan = RestartPlan {
+                    unit,
                     before,
                     deadline,
-                    received_at,
-                )
-                .await
+                    reset_failed,
+                };
+                self.restart(&mut state, &command_id, plan, received_at)
+                    .await
             }
         };
         let done = CommandState::Done {
@@ -217,7 +220,8 @@ impl<M: ServiceManager> Executor<M> {
                 return Checked::Answer(result_of(id, CommandOutcome::Failed, detail, received_at));
             }
         };
-        if before.result == "start-limit-hit" && before.active_state == "failed" {
+        let failed = before.active_state == "failed";
+        if before.result == "start-limit-hit" && failed && !restart.reset_failed {
             let mut result = rejected(id, &start_limit_detail(&allowed), received_at);
             result.before = Some(instance(&before));
             return Checked::Answer(result);
@@ -226,20 +230,27 @@ impl<M: ServiceManager> Executor<M> {
             unit: allowed,
             before,
             deadline: remaining,
+            reset_failed: restart.reset_failed && failed,
         }
     }
 
     /// Records the restart as in progress and counts it against the budget
-    /// before it starts, then restarts and maps the report.
+    /// before it starts, resets the unit's failed state when the plan says
+    /// so, then restarts and maps the report.
     async fn restart(
         &self,
         state: &mut ExecutorState,
         command_id: &str,
-        unit: &str,
-        before: UnitSnapshot,
-        deadline: Duration,
+        plan: RestartPlan,
         received_at: Instant,
     ) -> v1::CommandResult {
+        let RestartPlan {
+            unit,
+            before,
+            deadline,
+            reset_failed,
+        } = plan;
+        let unit = unit.as_str();
         let now = unix_ms_now();
         let recorded = state
             .ledger
@@ -256,8 +267,26 @@ impl<M: ServiceManager> Executor<M> {
             return result;
         }
 
+        // The ledger entry above already marks this command id in progress,
+        // so a replay never resets the unit a second time.
+        let mut prefix = String::new();
+        if reset_failed {
+            tracing::info!(command_id = %command_id, unit = %unit, result = %before.result, "resetting the unit's failed state before the restart");
+            if let Err(err) = self.manager.reset_failed_unit(unit).await {
+                let detail = format!("not restarted: ResetFailedUnit failed: {err}");
+                let mut result = result_of(command_id, CommandOutcome::Failed, detail, received_at);
+                result.before = Some(instance(&before));
+                return result;
+            }
+            prefix = format!(
+                "reset the failed state first (ResetFailedUnit; the unit was failed with \
+                 Result={}); ",
+                before.result
+            );
+        }
+
         tracing::info!(command_id = %command_id, unit = %unit, "restarting nova-compute");
-        match self
+        let mut result = match self
             .manager
             .restart_unit(unit, self.restart_settle, deadline)
             .await
@@ -269,7 +298,9 @@ impl<M: ServiceManager> Executor<M> {
                 result.before = Some(instance(&before));
                 result
             }
-        }
+        };
+        result.detail.insert_str(0, &prefix);
+        result
     }
 
     /// Returns the one unit a command may name, or why there is none.
@@ -282,6 +313,14 @@ impl<M: ServiceManager> Executor<M> {
             UnitObservation::Unknown { unit: None, reason } => Err(reason.clone()),
         }
     }
+}
+
+/// A restart that passed the checks.
+struct RestartPlan {
+    unit: String,
+    before: UnitSnapshot,
+    deadline: Duration,
+    reset_failed: bool,
 }
 
 /// Returns the result for a replayed id. An entry still in progress was left by an agent

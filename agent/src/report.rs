@@ -14,10 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use novamedic_proto::v1;
 use novamedic_proto::view::{DiskView, NodeView};
 
-use crate::collect::guests;
 use crate::collect::nova_conf::NovaConfig;
 use crate::collect::process::{self, ProcessTable};
 use crate::collect::resources::ResourceCollector;
+use crate::collect::{dependencies, guests};
 use crate::config::AgentConfig;
 use crate::health;
 use crate::logwatch::LogWatch;
@@ -35,6 +35,9 @@ pub struct ReportBuilder {
     logged_warnings: HashSet<String>,
     /// nova's config as read for the latest report.
     nova_config: NovaConfig,
+    /// The config files of the latest nova-compute process found: when the
+    /// unit is down there is no command line to read them from.
+    running_config_files: Vec<PathBuf>,
     /// Source of the report's log section; `None` leaves it out.
     log_watch: Option<LogWatch>,
     /// Source of the report's RPC probe result; `None` leaves it out.
@@ -48,6 +51,7 @@ impl ReportBuilder {
             resources: ResourceCollector::new(),
             logged_warnings: HashSet::new(),
             nova_config: NovaConfig::default(),
+            running_config_files: Vec::new(),
             log_watch: None,
             probe: None,
         }
@@ -82,7 +86,11 @@ impl ReportBuilder {
         let (nova_compute, nova_argv) = nova_compute_state(unit, &table);
 
         self.nova_config = NovaConfig::load(nova_argv.as_deref(), &self.agent);
+        if nova_argv.is_some() {
+            self.running_config_files = self.nova_config.files().to_vec();
+        }
         self.log_new_warnings();
+        let dependency_returns = self.dependency_returns(unit);
         let resources = self.resources.collect(&self.nova_config.instances_path());
 
         let mut report = v1::NodeReport {
@@ -96,6 +104,7 @@ impl ReportBuilder {
             transitions: Vec::new(),
             log: self.log_watch.as_ref().map(|w| w.report(now_unix_ms())),
             rpc_probe: self.probe.as_ref().and_then(ProbeHandle::latest),
+            dependency_returns,
         };
         report.health = Some(health::evaluate(&report, &self.agent.health));
         report
@@ -110,6 +119,33 @@ impl ReportBuilder {
             .nova_log_file
             .clone()
             .or_else(|| self.nova_config.log_file())
+    }
+
+    /// Checks what came back since the unit went down; `None` while the
+    /// unit is not failed or inactive.
+    fn dependency_returns(&self, unit: &UnitObservation) -> Option<v1::DependencyReturns> {
+        let UnitObservation::Known(snapshot) = unit else {
+            return None;
+        };
+        let down = matches!(snapshot.active_state.as_str(), "failed" | "inactive");
+        if !down || snapshot.inactive_enter_timestamp_us == 0 {
+            return None;
+        }
+        let mut files = self.running_config_files.clone();
+        for file in self.nova_config.files() {
+            if !files.contains(file) {
+                files.push(file.clone());
+            }
+        }
+        let sockets: Vec<PathBuf> = dependencies::LIBVIRT_SOCKETS
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        Some(dependencies::returns(
+            snapshot.inactive_enter_timestamp_us,
+            &files,
+            &sockets,
+        ))
     }
 
     fn log_new_warnings(&mut self) {
@@ -139,6 +175,7 @@ fn nova_compute_state(
                 n_restarts: snapshot.n_restarts,
                 invocation_id: snapshot.invocation_id.clone(),
                 inactive_exit_timestamp_us: snapshot.inactive_exit_timestamp_us,
+                inactive_enter_timestamp_us: snapshot.inactive_enter_timestamp_us,
                 ..Default::default()
             },
             snapshot.main_pid,
@@ -497,10 +534,12 @@ mod tests {
                     vcpus: 4,
                     memory_bytes: 4 * GIB,
                     pid: 3131,
+                    ..Default::default()
                 }],
                 count: 1,
                 vcpus: 4,
                 memory_bytes: 4 * GIB,
+                ..Default::default()
             }),
             nova_compute: Some(v1::NovaCompute {
                 unit: "nova-compute.service".into(),
@@ -609,8 +648,14 @@ mod tests {
             n_restarts: 2,
             invocation_id: "00112233445566778899aabbccddeeff".into(),
             inactive_exit_timestamp_us: 1_700_000_000_000_000,
+            inactive_enter_timestamp_us: 1_700_000_010_000_000,
         });
         let report = builder.build(&unit, v1::ReportTrigger::UnitChange, 7);
+        let returns = report
+            .dependency_returns
+            .as_ref()
+            .expect("a failed unit gets the dependency check");
+        assert_eq!(returns.down_since_us, 1_700_000_010_000_000);
 
         assert_eq!(report.sequence, 7);
         assert_eq!(report.trigger, v1::ReportTrigger::UnitChange as i32);

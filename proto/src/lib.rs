@@ -13,6 +13,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Capability an agent announces when it executes `RestartUnit` commands.
 pub const CAPABILITY_RESTART_UNIT: &str = "restart_unit";
 
+/// Capability an agent announces when it honours `RestartUnit.reset_failed`
+/// (calls `ResetFailedUnit` before the restart of a failed unit).
+pub const CAPABILITY_RESET_FAILED: &str = "reset_failed";
+
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("novamedic.v1");

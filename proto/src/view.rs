@@ -56,6 +56,9 @@ pub struct NovaComputeView {
     /// Why the state is unknown; empty otherwise.
     pub unknown_reason: String,
     pub process: Option<ProcessView>,
+    /// Signs that a dependency came back after the unit went down; empty
+    /// while the unit is up.
+    pub dependency_returned: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +107,8 @@ pub struct GuestsView {
     pub count: u32,
     pub vcpus: u32,
     pub memory_bytes: u64,
+    /// Guests whose qemu was started with `-incoming`.
+    pub incoming_migrations: u32,
     pub list: Vec<GuestView>,
 }
 
@@ -114,6 +119,10 @@ pub struct GuestView {
     pub vcpus: u32,
     pub memory_bytes: u64,
     pub pid: u32,
+    /// qemu was started with `-incoming`: the guest arrived by live
+    /// migration.
+    pub incoming_migration: bool,
+    pub process_age_seconds: u64,
 }
 
 /// The outcome of the agent's RPC call to nova-compute's queue.
@@ -479,6 +488,11 @@ impl NodeView {
                     cpu_time_ms: p.cpu_time_ms,
                     command_line: p.command_line,
                 }),
+                dependency_returned: report
+                    .dependency_returns
+                    .as_ref()
+                    .map(|returns| returns.returned.clone())
+                    .unwrap_or_default(),
             },
             cpu: CpuView {
                 count: resources.cpu_count,
@@ -516,6 +530,7 @@ impl NodeView {
                 count: guests.count,
                 vcpus: guests.vcpus,
                 memory_bytes: guests.memory_bytes,
+                incoming_migrations: guests.incoming_migrations,
                 list: guests
                     .guests
                     .into_iter()
@@ -525,6 +540,8 @@ impl NodeView {
                         vcpus: g.vcpus,
                         memory_bytes: g.memory_bytes,
                         pid: g.pid,
+                        incoming_migration: g.incoming_migration,
+                        process_age_seconds: g.process_age_seconds,
                     })
                     .collect(),
             },

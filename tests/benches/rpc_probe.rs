@@ -112,6 +112,7 @@ fn run() -> Result<()> {
             settings.interval_seconds, settings.timeout_seconds
         ),
         binds: vec![Bind::read_only(&conf, "/etc/nova/nova-compute.conf")],
+        controller_policy: None,
     };
     eprintln!("booting the nova stack");
     let stack = boot_private_nova_stack(&env, &rootfs, "bench-probe", &options)?;

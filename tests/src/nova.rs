@@ -396,6 +396,38 @@ fn parse_socket(text: &str) -> Option<(IpAddr, u16)> {
     Some((address, port))
 }
 
+/// Returns the local port of the connection whose channel consumes `queue`
+/// on the broker inside `container`, from rabbitmqctl: consumer, then
+/// channel, then connection.
+pub fn consumer_port(container: &Container, queue: &str) -> Result<u16> {
+    let rabbitmqctl = |args: &[&str]| {
+        let mut argv = vec!["rabbitmqctl", "-q", "--no-table-headers"];
+        argv.extend_from_slice(args);
+        container.exec_ok(&argv)
+    };
+    let consumers = rabbitmqctl(&["list_consumers", "-p", "nova", "queue_name", "channel_pid"])?;
+    let channel = consumers
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .map(|(_, channel)| channel.trim().to_string())
+        .with_context(|| format!("no consumer of {queue}:\n{consumers}"))?;
+    let channels = rabbitmqctl(&["list_channels", "pid", "connection"])?;
+    let connection = channels
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(pid, _)| pid.trim() == channel)
+        .map(|(_, connection)| connection.trim().to_string())
+        .with_context(|| format!("no channel {channel}:\n{channels}"))?;
+    let connections = rabbitmqctl(&["list_connections", "pid", "peer_port"])?;
+    connections
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(pid, _)| pid.trim() == connection)
+        .and_then(|(_, port)| port.trim().parse().ok())
+        .with_context(|| format!("no connection {connection}:\n{connections}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

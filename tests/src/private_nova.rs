@@ -22,6 +22,9 @@ use crate::system_env::SystemTestEnv;
 /// Transient unit of the controller inside the container.
 pub const CONTROLLER_UNIT: &str = "novamedic-controller.service";
 
+/// Where the controller inside reads a test's policy file.
+const CONTROLLER_POLICY: &str = "/etc/novamedic/policy.toml";
+
 /// Controller address inside the container's own namespace.
 const CONTROLLER_URL: &str = "http://127.0.0.1:7400";
 
@@ -35,6 +38,9 @@ pub struct PrivateNodeOptions {
     pub agent_config_extra: String,
     /// Bound in addition to the agent's and the controller's binaries.
     pub binds: Vec<Bind>,
+    /// Text of the controller's policy.toml; `None` keeps the built-in
+    /// policy (dry run).
+    pub controller_policy: Option<String>,
 }
 
 /// A nova node and its controller, both inside one private-network
@@ -78,7 +84,7 @@ pub fn boot_private_nova_stack(
     };
     stack.node.wait_for_stack()?;
     stack.require_loopback_listeners()?;
-    stack.start_controller()?;
+    stack.start_controller(options.controller_policy.as_deref())?;
 
     // The agent's unit runs as the package's novamedic user, which the
     // package's postinst creates and adds to nova's groups.
@@ -187,10 +193,15 @@ impl PrivateNovaStack {
         )
     }
 
-    fn start_controller(&self) -> Result<()> {
-        let config =
-            "listen = \"127.0.0.1:7400\"\ndb = \"/var/lib/novamedic-controller/novamedic.db\"\n";
+    fn start_controller(&self, policy: Option<&str>) -> Result<()> {
+        let mut config =
+            "listen = \"127.0.0.1:7400\"\ndb = \"/var/lib/novamedic-controller/novamedic.db\"\n"
+                .to_string();
         let container = &self.node.container;
+        if let Some(policy) = policy {
+            container.write_file(CONTROLLER_POLICY, policy.as_bytes())?;
+            config.push_str(&format!("policy = \"{CONTROLLER_POLICY}\"\n"));
+        }
         container.write_file("/etc/novamedic/controller.toml", config.as_bytes())?;
         container.exec_ok(&[
             "systemd-run",

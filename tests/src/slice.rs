@@ -276,11 +276,22 @@ pub struct Controller {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// Text of the policy file; `None` keeps the built-in policy.
+    policy: Option<String>,
 }
 
 impl Controller {
     /// Starts the controller on a free port with a new, empty database.
     pub fn start(env: &SystemTestEnv) -> Result<Self> {
+        Self::start_inner(env, None)
+    }
+
+    /// Starts the controller with `policy` as its policy.toml.
+    pub fn start_with_policy(env: &SystemTestEnv, policy: &str) -> Result<Self> {
+        Self::start_inner(env, Some(policy.to_string()))
+    }
+
+    fn start_inner(env: &SystemTestEnv, policy: Option<String>) -> Result<Self> {
         let binary = env.binary("novamedic");
         require_binary(&binary)?;
         let dir = tempfile::Builder::new()
@@ -292,6 +303,7 @@ impl Controller {
             dir,
             child: None,
             starts: 0,
+            policy,
         };
         let tls_dir = controller.tls_dir();
         issue::init_ca(&tls_dir, "slice CA")?;
@@ -347,6 +359,9 @@ impl Controller {
         self.stop();
         let config_path = self.dir.path().join("controller.toml");
         fs::write(&config_path, self.config_text())?;
+        if let Some(policy) = &self.policy {
+            fs::write(self.dir.path().join("policy.toml"), policy)?;
+        }
 
         self.starts += 1;
         let log_path = self
@@ -496,8 +511,15 @@ impl Controller {
     fn config_text(&self) -> String {
         let db = self.dir.path().join("novamedic.db");
         let tls = self.tls_dir();
+        let policy = match &self.policy {
+            Some(_) => format!(
+                "policy = \"{}\"\n",
+                self.dir.path().join("policy.toml").display()
+            ),
+            None => String::new(),
+        };
         format!(
-            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n\n[tls]\n\
+            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n{policy}\n[tls]
              cert = \"{tls}/controller-localhost.crt\"\nkey = \"{tls}/controller-localhost.key\"\n\
              ca = \"{tls}/ca.crt\"\ncrl = \"{tls}/ca.crl\"\n\n[roles]\noperators = [\"{OPERATOR}\"]\n",
             self.port,

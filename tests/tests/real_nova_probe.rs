@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use novamedic_tests::container::Bind;
-use novamedic_tests::nova::{require_nova_env, NOVA_COMPUTE_UNIT, RABBITMQ_UNIT};
+use novamedic_tests::nova::{consumer_port, require_nova_env, NOVA_COMPUTE_UNIT, RABBITMQ_UNIT};
 use novamedic_tests::private_nova::{
     boot_private_nova_stack, PrivateNodeOptions, PrivateNovaStack,
 };
@@ -56,6 +56,7 @@ impl Probe {
         let options = PrivateNodeOptions {
             agent_config_extra: PROBE_CONFIG.to_string(),
             binds,
+            controller_policy: None,
         };
         let stack = boot_private_nova_stack(&env, &rootfs, name, &options)
             .unwrap_or_else(|err| panic!("private nova stack boots: {err:#}"));
@@ -361,7 +362,8 @@ fn cut_consumer_connection_fails_probe_until_restart() {
     // Find the connection that consumes compute.HOST and drop everything
     // the broker sends on it. nova-compute's other connections (publishing,
     // replies) keep working, so its own heartbeat goes on.
-    let port = consumer_port(&probe, ROUTING_KEY);
+    let port = consumer_port(&probe.stack.node.container, ROUTING_KEY)
+        .unwrap_or_else(|err| probe.fail(&format!("{err:#}")));
     probe.exec(&["nft", "add", "table", "inet", "novamedic_test"]);
     probe.exec(&[
         "nft",
@@ -424,35 +426,4 @@ fn cut_consumer_connection_fails_probe_until_restart() {
     );
     let rules = probe.exec(&["nft", "list", "table", "inet", "novamedic_test"]);
     assert!(rules.contains(&format!("dport {port} drop")), "{rules}");
-}
-
-/// Returns the local port of the connection whose channel consumes `queue`,
-/// from rabbitmqctl: consumer, then channel, then connection.
-fn consumer_port(probe: &Probe, queue: &str) -> u16 {
-    let rabbitmqctl = |args: &[&str]| {
-        let mut argv = vec!["rabbitmqctl", "-q", "--no-table-headers"];
-        argv.extend_from_slice(args);
-        probe.exec(&argv)
-    };
-    let consumers = rabbitmqctl(&["list_consumers", "-p", "nova", "queue_name", "channel_pid"]);
-    let channel = consumers
-        .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .find(|(name, _)| *name == queue)
-        .map(|(_, channel)| channel.trim().to_string())
-        .unwrap_or_else(|| probe.fail(&format!("no consumer of {queue}:\n{consumers}")));
-    let channels = rabbitmqctl(&["list_channels", "pid", "connection"]);
-    let connection = channels
-        .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .find(|(pid, _)| pid.trim() == channel)
-        .map(|(_, connection)| connection.trim().to_string())
-        .unwrap_or_else(|| probe.fail(&format!("no channel {channel}:\n{channels}")));
-    let connections = rabbitmqctl(&["list_connections", "pid", "peer_port"]);
-    connections
-        .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .find(|(pid, _)| pid.trim() == connection)
-        .and_then(|(_, port)| port.trim().parse().ok())
-        .unwrap_or_else(|| probe.fail(&format!("no connection {connection}:\n{connections}")))
 }

@@ -306,6 +306,7 @@ fn send_restart(fake: &FakeController, unit: &str) -> v1::CommandResult {
         reason: "allowlist check".to_string(),
         action: Some(Action::RestartUnit(v1::RestartUnit {
             unit: unit.to_string(),
+            reset_failed: false,
         })),
     };
     fake.send_command(command).unwrap();

@@ -7,7 +7,7 @@
 
 use novamedic_proto::v1;
 
-use super::process::ProcessTable;
+use super::process::{process_age_seconds, ProcessTable};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -17,9 +17,17 @@ pub fn collect(table: &ProcessTable) -> v1::Guests {
         .entries()
         .iter()
         .filter_map(|entry| parse_guest(entry.pid, &entry.argv))
+        .map(|mut guest| {
+            guest.process_age_seconds = process_age_seconds(guest.pid).unwrap_or(0);
+            guest
+        })
         .collect();
     v1::Guests {
         count: guests.len() as u32,
+        incoming_migrations: guests
+            .iter()
+            .filter(|guest| guest.incoming_migration)
+            .count() as u32,
         vcpus: guests.iter().map(|guest| guest.vcpus).sum(),
         memory_bytes: guests.iter().map(|guest| guest.memory_bytes).sum(),
         guests,
@@ -67,6 +75,12 @@ pub fn parse_guest(pid: u32, argv: &[String]) -> Option<v1::Guest> {
         }
     }
     guest.memory_bytes = memory_bytes.unwrap_or(backend_bytes);
+    // libvirt starts the destination qemu of a live migration with
+    // `-incoming defer` (or a URI); the option stays on the command line
+    // after the migration ends, until the guest's qemu next restarts.
+    guest.incoming_migration = argv[1..]
+        .iter()
+        .any(|arg| arg == "-incoming" || arg == "--incoming");
     Some(guest)
 }
 
@@ -282,6 +296,32 @@ mod tests {
             assert_eq!(guest.memory_bytes, case.memory_bytes, "{}", case.line);
             assert_eq!(guest.pid, 42);
         }
+    }
+
+    #[test]
+    fn incoming_migration_flag() {
+        let incoming = format!("{LIBVIRT_9} -incoming defer");
+        let guest = parse_guest(42, &argv(&incoming)).unwrap();
+        assert!(guest.incoming_migration);
+        let guest = parse_guest(42, &argv(LIBVIRT_9)).unwrap();
+        assert!(!guest.incoming_migration);
+    }
+
+    #[test]
+    fn incoming_migrations_counted() {
+        let table = ProcessTable::from_entries(vec![
+            ProcEntry {
+                pid: 1,
+                argv: argv(&format!("{LIBVIRT_6} -incoming tcp:0.0.0.0:49152")),
+            },
+            ProcEntry {
+                pid: 2,
+                argv: argv(LIBVIRT_1),
+            },
+        ]);
+        let guests = collect(&table);
+        assert_eq!(guests.count, 2);
+        assert_eq!(guests.incoming_migrations, 1);
     }
 
     #[test]

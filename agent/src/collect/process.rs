@@ -202,6 +202,17 @@ pub fn parse_stat(text: &str) -> Option<StatFields> {
     })
 }
 
+/// Returns how long ago process `pid` started, in seconds, from its start
+/// time in `/proc/PID/stat` and the system's uptime; `None` when it has
+/// exited.
+pub fn process_age_seconds(pid: u32) -> Option<u64> {
+    let stat = parse_stat(&fs::read_to_string(format!("{PROC_ROOT}/{pid}/stat")).ok()?)?;
+    let uptime = fs::read_to_string(format!("{PROC_ROOT}/uptime")).ok()?;
+    let uptime_seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let started_seconds = ticks_to_ms(stat.start_ticks) / 1000;
+    Some((uptime_seconds as u64).saturating_sub(started_seconds))
+}
+
 /// Converts clock ticks to milliseconds with the kernel's tick rate.
 fn ticks_to_ms(ticks: u64) -> u64 {
     let ticks_per_second = rustix::param::clock_ticks_per_second().max(1);

@@ -42,6 +42,7 @@ struct FakeState {
     snapshot: StdMutex<Option<UnitSnapshot>>,
     report: StdMutex<Option<RestartReport>>,
     restarts: AtomicUsize,
+    resets: AtomicUsize,
     running: AtomicUsize,
     max_running: AtomicUsize,
     restart_delay: StdMutex<Duration>,
@@ -63,6 +64,10 @@ impl FakeManager {
 
     fn restarts(&self) -> usize {
         self.0.restarts.load(Ordering::SeqCst)
+    }
+
+    fn resets(&self) -> usize {
+        self.0.resets.load(Ordering::SeqCst)
     }
 }
 
@@ -96,6 +101,11 @@ impl ServiceManager for FakeManager {
             .clone()
             .expect("report scripted"))
     }
+
+    async fn reset_failed_unit(&self, _unit: &str) -> Result<(), SystemdError> {
+        self.0.resets.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 fn settings(dir: &std::path::Path) -> ExecutorSettings {
@@ -128,8 +138,18 @@ fn restart_command(id: &str, unit: &str) -> v1::Command {
         reason: "test".to_string(),
         action: Some(Action::RestartUnit(v1::RestartUnit {
             unit: unit.to_string(),
+            reset_failed: false,
         })),
     }
+}
+
+fn reset_and_restart_command(id: &str) -> v1::Command {
+    let mut command = restart_command(id, UNIT);
+    command.action = Some(Action::RestartUnit(v1::RestartUnit {
+        unit: UNIT.to_string(),
+        reset_failed: true,
+    }));
+    command
 }
 
 fn outcome(result: &v1::CommandResult) -> CommandOutcome {
@@ -488,6 +508,79 @@ async fn start_limit_hit_is_rejected_without_reset() {
     );
     assert_eq!(result.before.as_ref().unwrap().active_state, "failed");
     assert_eq!(fake.restarts(), 0);
+}
+
+#[tokio::test]
+async fn start_limit_hit_is_reset_once_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeManager::healthy();
+    *fake.0.snapshot.lock().unwrap() = Some(snapshot("failed", "start-limit-hit", 0, "aa"));
+    let executor = executor(&fake, dir.path());
+
+    let result = executor
+        .execute(reset_and_restart_command("c-1"), Instant::now())
+        .await;
+    assert_eq!(outcome(&result), CommandOutcome::Succeeded);
+    assert!(
+        result.detail.contains("ResetFailedUnit"),
+        "{}",
+        result.detail
+    );
+    assert!(
+        result.detail.contains("Result=start-limit-hit"),
+        "{}",
+        result.detail
+    );
+    assert_eq!(fake.resets(), 1);
+    assert_eq!(fake.restarts(), 1);
+
+    let replayed = executor
+        .execute(reset_and_restart_command("c-1"), Instant::now())
+        .await;
+    assert!(replayed.replayed);
+    assert_eq!(replayed.detail, result.detail);
+    assert_eq!(fake.resets(), 1, "a replay must not reset again");
+    assert_eq!(fake.restarts(), 1, "a replay must not restart again");
+}
+
+#[tokio::test]
+async fn reset_skipped_for_unit_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeManager::healthy();
+    let result = executor(&fake, dir.path())
+        .execute(reset_and_restart_command("c-1"), Instant::now())
+        .await;
+    assert_eq!(outcome(&result), CommandOutcome::Succeeded);
+    assert!(
+        !result.detail.contains("ResetFailedUnit"),
+        "{}",
+        result.detail
+    );
+    assert_eq!(fake.resets(), 0);
+    assert_eq!(fake.restarts(), 1);
+}
+
+#[tokio::test]
+async fn reset_counts_against_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeManager::healthy();
+    *fake.0.snapshot.lock().unwrap() = Some(snapshot("failed", "start-limit-hit", 0, "aa"));
+    let mut settings = settings(dir.path());
+    settings.restart_budget_max = 1;
+    let executor = Executor::open(fake.clone(), known_unit(), &settings).unwrap();
+    executor
+        .execute(reset_and_restart_command("c-1"), Instant::now())
+        .await;
+    let second = executor
+        .execute(reset_and_restart_command("c-2"), Instant::now())
+        .await;
+    assert_eq!(outcome(&second), CommandOutcome::Rejected);
+    assert!(
+        second.detail.contains("restart budget spent"),
+        "{}",
+        second.detail
+    );
+    assert_eq!(fake.resets(), 1);
 }
 
 #[tokio::test]

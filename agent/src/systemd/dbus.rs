@@ -203,6 +203,17 @@ impl ServiceManager for SystemdManager {
     ) -> Result<RestartReport, SystemdError> {
         self.restart(unit, settle, deadline).await
     }
+
+    async fn reset_failed_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        let connection = self.connection().await?;
+        let manager = manager_proxy(&connection).await?;
+        manager
+            .reset_failed_unit(unit.to_string())
+            .await
+            .map_err(|err| map_error("ResetFailedUnit", unit, err))?;
+        tracing::info!(unit = %unit, "reset the unit's failed state");
+        Ok(())
+    }
 }
 
 /// Opens the system bus and names the likely cause when that fails.
@@ -317,6 +328,7 @@ async fn read_snapshot(
         n_restarts: take(&mut service_properties, "NRestarts")?,
         invocation_id: invocation_id_hex(&invocation_id),
         inactive_exit_timestamp_us: take(&mut unit_properties, "InactiveExitTimestamp")?,
+        inactive_enter_timestamp_us: take(&mut unit_properties, "InactiveEnterTimestamp")?,
     })
 }
 

@@ -24,6 +24,9 @@ pub struct UnitSnapshot {
     pub invocation_id: String,
     /// Microseconds since the Unix epoch, 0 when never.
     pub inactive_exit_timestamp_us: u64,
+    /// When the unit last entered the inactive or failed state, microseconds
+    /// since the Unix epoch, 0 when never.
+    pub inactive_enter_timestamp_us: u64,
 }
 
 impl UnitSnapshot {
@@ -102,6 +105,13 @@ pub trait ServiceManager: Send + Sync + 'static {
         settle: Duration,
         deadline: Duration,
     ) -> impl Future<Output = Result<RestartReport, SystemdError>> + Send;
+
+    /// Calls `ResetFailedUnit(unit)`: systemd forgets the unit's failed
+    /// state and its start-limit count, so a start is allowed again.
+    fn reset_failed_unit(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<(), SystemdError>> + Send;
 }
 
 pub mod dbus;

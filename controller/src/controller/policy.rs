@@ -7,6 +7,7 @@ use std::sync::Arc;
 use novamedic_proto::v1;
 use rand::Rng;
 
+use super::restart::RestartOptions;
 use super::Controller;
 use crate::clock::now_unix_ms;
 use crate::fleet::kind;
@@ -50,6 +51,7 @@ pub fn observation_from_report(report: &v1::NodeReport, at_unix_ms: i64) -> Obse
             result: nova.result.clone(),
             invocation_id: nova.invocation_id.clone(),
             started_at_unix_ms: i64::try_from(nova.inactive_exit_timestamp_us / 1_000).unwrap_or(0),
+            n_restarts: nova.n_restarts,
         },
         process: nova.process.as_ref().map(|process| ProcessState {
             pid: process.pid,
@@ -83,11 +85,51 @@ pub fn observation_from_report(report: &v1::NodeReport, at_unix_ms: i64) -> Obse
                 .unwrap_or_default(),
         },
         // NOTE: nova's service records and instance task states need the
-        // OpenStack client; until the controller reads them, heartbeat and
-        // work-in-progress checks see nothing.
+        // OpenStack client; until the controller reads them, the heartbeat
+        // check sees nothing and work in progress is only what the agent
+        // sees on the node: incoming live migrations. A migration away from
+        // the node shows nothing on qemu's command line.
         service: None,
-        work_in_progress: Vec::new(),
+        work_in_progress: incoming_migrations(report),
+        dependency_returned: report
+            .dependency_returns
+            .as_ref()
+            .map(|returns| returns.returned.clone())
+            .unwrap_or_default(),
     }
+}
+
+/// How long after its qemu started a guest started with `-incoming` counts
+/// as a live migration in progress. qemu keeps the option after the
+/// migration ends, so its age is the only end the agent can see without
+/// libvirt. An estimate: a migration of a large, busy guest over a slow
+/// link can take longer, and then a restart is no longer held back.
+pub const INCOMING_MIGRATION_HOLD_SECONDS: u64 = 3_600;
+
+/// Describes the guests arriving by live migration, as work in progress.
+fn incoming_migrations(report: &v1::NodeReport) -> Vec<String> {
+    let Some(guests) = report.guests.as_ref() else {
+        return Vec::new();
+    };
+    guests
+        .guests
+        .iter()
+        .filter(|guest| {
+            guest.incoming_migration && guest.process_age_seconds < INCOMING_MIGRATION_HOLD_SECONDS
+        })
+        .map(|guest| {
+            let uuid = if guest.uuid.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", guest.uuid)
+            };
+            format!(
+                "live migration into this node: {}{uuid}, qemu PID {} started {} s ago with \
+                 -incoming",
+                guest.name, guest.pid, guest.process_age_seconds
+            )
+        })
+        .collect()
 }
 
 /// Maps the agent's probe result. An unknown result is a broker outage only
@@ -144,6 +186,7 @@ impl Controller {
 
         if let Decision::Restart {
             condition,
+            reset_failed,
             dry_run: false,
             ..
         } = verdict.decision
@@ -159,7 +202,8 @@ impl Controller {
                     requested_by: POLICY_ACTOR.to_string(),
                     wait_ms: 0,
                 };
-                if let Err(err) = controller.restart(request).await {
+                let options = RestartOptions { reset_failed };
+                if let Err(err) = controller.restart_with(request, options).await {
                     tracing::warn!(node = %node, error = %err, "automated restart failed");
                     if !err.may_have_run() {
                         controller
@@ -273,6 +317,15 @@ pub fn describe(decision: &Decision) -> String {
                     "another node was restarted moments ago; next restart not before {}",
                     rfc3339(*until_unix_ms)
                 ),
+                Hold::AwaitingDependency => "systemd stopped starting the unit after repeated \
+                     failures; waiting for a sign that the cause is gone (a nova config file \
+                     modified or libvirt started after the unit went down)"
+                    .to_string(),
+                Hold::ResetAlreadySent { sent_unix_ms } => format!(
+                    "the failed state was already reset at {} in this failure episode, and \
+                     no restart since brought the node back",
+                    rfc3339(*sent_unix_ms)
+                ),
             };
             format!("no restart for {about}: {cause}")
         }
@@ -337,6 +390,7 @@ fn worth_keeping(node: &NodePolicy) -> bool {
         || node.silence.is_some()
         || node.needs_human.is_some()
         || node.in_flight.is_some()
+        || node.reset_failed_sent_unix_ms.is_some()
 }
 
 fn policy_status(engine: &Engine, source: &str) -> v1::PolicyStatus {
@@ -382,5 +436,56 @@ fn policy_status(engine: &Engine, source: &str) -> v1::PolicyStatus {
                 last_decision: node.last_decision.clone().unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(name: &str, incoming: bool, age_seconds: u64) -> v1::Guest {
+        v1::Guest {
+            name: name.to_string(),
+            uuid: format!("uuid-{name}"),
+            pid: 7,
+            incoming_migration: incoming,
+            process_age_seconds: age_seconds,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn young_incoming_guest_is_work_in_progress() {
+        let report = v1::NodeReport {
+            guests: Some(v1::Guests {
+                guests: vec![
+                    guest("instance-1", true, 30),
+                    guest("instance-2", true, INCOMING_MIGRATION_HOLD_SECONDS),
+                    guest("instance-3", false, 5),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let observation = observation_from_report(&report, 0);
+        assert_eq!(observation.work_in_progress.len(), 1);
+        assert!(
+            observation.work_in_progress[0].contains("instance-1 (uuid-instance-1)"),
+            "{:?}",
+            observation.work_in_progress
+        );
+    }
+
+    #[test]
+    fn dependency_returns_reach_the_observation() {
+        let report = v1::NodeReport {
+            dependency_returns: Some(v1::DependencyReturns {
+                down_since_us: 1,
+                returned: vec!["/etc/nova/nova.conf modified 3 s after the unit went down".into()],
+            }),
+            ..Default::default()
+        };
+        let observation = observation_from_report(&report, 0);
+        assert_eq!(observation.dependency_returned.len(), 1);
     }
 }

@@ -85,11 +85,28 @@ impl RestartError {
     }
 }
 
+/// How a restart is carried out, beyond the operator's request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestartOptions {
+    /// Ask the agent to reset the unit's failed state first. Only agents
+    /// that announce the reset capability get such a command.
+    pub reset_failed: bool,
+}
+
 impl Controller {
     /// Asks the node's agent to restart nova-compute and waits for the outcome.
     pub async fn restart(
         &self,
         request: v1::RestartRequest,
+    ) -> Result<v1::RestartResponse, RestartError> {
+        self.restart_with(request, RestartOptions::default()).await
+    }
+
+    /// [`Controller::restart`] with `options`.
+    pub async fn restart_with(
+        &self,
+        request: v1::RestartRequest,
+        options: RestartOptions,
     ) -> Result<v1::RestartResponse, RestartError> {
         let node = request.node.trim().to_string();
         if node.is_empty() {
@@ -108,7 +125,7 @@ impl Controller {
         let command_id = uuid::Uuid::new_v4().to_string();
         let ticket = self
             .fleet
-            .begin_restart(&node, &command_id, &requested_by)
+            .begin_restart(&node, &command_id, &requested_by, options.reset_failed)
             .map_err(|rejection| rejection_error(&node, rejection))?;
         let command = NewCommand {
             command_id: command_id.clone(),
@@ -119,7 +136,7 @@ impl Controller {
             issued_at_unix_ms: now_unix_ms(),
         };
 
-        if let Err(err) = self.record_sent(&command).await {
+        if let Err(err) = self.record_sent(&command, options).await {
             self.fleet.abandon_command(&node, &command_id);
             return Err(RestartError::NotRecorded(err));
         }
@@ -129,7 +146,7 @@ impl Controller {
             "operator"
         };
         self.metrics.restart_sent(trigger);
-        let result = self.deliver_and_wait(&command, ticket, wait).await;
+        let result = self.deliver_and_wait(&command, options, ticket, wait).await;
         let outcome = match &result {
             Ok(result) => outcome_name(result.outcome),
             Err(RestartError::NotDelivered { .. }) => "not_delivered",
@@ -160,12 +177,21 @@ impl Controller {
         Ok(wait)
     }
 
-    async fn record_sent(&self, command: &NewCommand) -> Result<(), StoreError> {
+    async fn record_sent(
+        &self,
+        command: &NewCommand,
+        options: RestartOptions,
+    ) -> Result<(), StoreError> {
+        let action = if options.reset_failed {
+            "reset-failed and restart"
+        } else {
+            "restart"
+        };
         let event = NewEvent {
             time_unix_ms: command.issued_at_unix_ms,
             node: command.node.clone(),
             kind: kind::COMMAND_SENT.to_string(),
-            detail: format!("restart {}: {}", command.unit, command.reason),
+            detail: format!("{action} {}: {}", command.unit, command.reason),
             actor: command.requested_by.clone(),
             command_id: command.command_id.clone(),
         };
@@ -175,10 +201,11 @@ impl Controller {
     async fn deliver_and_wait(
         &self,
         command: &NewCommand,
+        options: RestartOptions,
         ticket: CommandTicket,
         wait: Duration,
     ) -> Result<v1::CommandResult, RestartError> {
-        let message = command_message(command, wait);
+        let message = command_message(command, options, wait);
         let sent = ticket.sender.send_timeout(message, SEND_TIMEOUT).await;
         if let Err(err) = sent {
             tracing::warn!(node = ?command.node, command_id = ?command.command_id, error = %err, "command not delivered");
@@ -243,9 +270,14 @@ impl Controller {
     }
 }
 
-fn command_message(command: &NewCommand, wait: Duration) -> v1::ControllerMessage {
+fn command_message(
+    command: &NewCommand,
+    options: RestartOptions,
+    wait: Duration,
+) -> v1::ControllerMessage {
     let restart = v1::RestartUnit {
         unit: command.unit.clone(),
+        reset_failed: options.reset_failed,
     };
     v1::ControllerMessage {
         body: Some(v1::controller_message::Body::Command(v1::Command {

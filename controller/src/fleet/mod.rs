@@ -349,12 +349,14 @@ impl Fleet {
 
     /// Checks that a restart of nova-compute may go to `node` now and
     /// registers `command_id` as pending. Only one command per node may be
-    /// pending, so two operators cannot restart the same unit at once.
+    /// pending, so two operators cannot restart the same unit at once. A
+    /// restart with `reset_failed` needs an agent that announces it.
     pub fn begin_restart(
         &self,
         node: &str,
         command_id: &str,
         requested_by: &str,
+        reset_failed: bool,
     ) -> Result<CommandTicket, CommandRejection> {
         let mut nodes = self.lock();
         let state = nodes.get_mut(node).ok_or(CommandRejection::UnknownNode)?;
@@ -363,12 +365,17 @@ impl Fleet {
                 last_seen_unix_ms: state.last_seen_unix_ms,
             });
         };
-        let capability = novamedic_proto::CAPABILITY_RESTART_UNIT;
-        if !state.hello.capabilities.iter().any(|c| c == capability) {
-            return Err(CommandRejection::MissingCapability {
-                capability,
-                agent_version: state.hello.agent_version.clone(),
-            });
+        let mut needed = vec![novamedic_proto::CAPABILITY_RESTART_UNIT];
+        if reset_failed {
+            needed.push(novamedic_proto::CAPABILITY_RESET_FAILED);
+        }
+        for capability in needed {
+            if !state.hello.capabilities.iter().any(|c| c == capability) {
+                return Err(CommandRejection::MissingCapability {
+                    capability,
+                    agent_version: state.hello.agent_version.clone(),
+                });
+            }
         }
         if state.hello.unit.is_empty() {
             return Err(CommandRejection::NoUnit);

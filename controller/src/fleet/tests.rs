@@ -173,7 +173,7 @@ fn loaded_nodes_get_grace_after_start() {
 fn restart_rejections() {
     let fleet = Fleet::from_records(Vec::new(), 0);
     assert_eq!(
-        fleet.begin_restart("nope", "id", "op").unwrap_err(),
+        fleet.begin_restart("nope", "id", "op", false).unwrap_err(),
         CommandRejection::UnknownNode
     );
 
@@ -184,7 +184,7 @@ fn restart_rejections() {
         .unwrap();
     fleet.disconnect("c1", id, "closed".into(), 6);
     assert_eq!(
-        fleet.begin_restart("c1", "id", "op").unwrap_err(),
+        fleet.begin_restart("c1", "id", "op", false).unwrap_err(),
         CommandRejection::NotConnected {
             last_seen_unix_ms: 5
         }
@@ -195,7 +195,7 @@ fn restart_rejections() {
     let (tx, _rx2) = mpsc::channel(1);
     fleet.connect(no_capability, tx, 0);
     assert!(matches!(
-        fleet.begin_restart("c2", "id", "op").unwrap_err(),
+        fleet.begin_restart("c2", "id", "op", false).unwrap_err(),
         CommandRejection::MissingCapability { .. }
     ));
 
@@ -204,9 +204,33 @@ fn restart_rejections() {
     let (tx, _rx3) = mpsc::channel(1);
     fleet.connect(no_unit, tx, 0);
     assert_eq!(
-        fleet.begin_restart("c3", "id", "op").unwrap_err(),
+        fleet.begin_restart("c3", "id", "op", false).unwrap_err(),
         CommandRejection::NoUnit
     );
+}
+
+#[test]
+fn reset_needs_its_capability() {
+    let fleet = Fleet::from_records(Vec::new(), 0);
+    let (tx, _rx) = mpsc::channel(1);
+    fleet.connect(hello("old"), tx, 0);
+    assert_eq!(
+        fleet
+            .begin_restart("old", "id", "policy", true)
+            .unwrap_err(),
+        CommandRejection::MissingCapability {
+            capability: novamedic_proto::CAPABILITY_RESET_FAILED,
+            agent_version: "0.1.0".to_string(),
+        }
+    );
+
+    let mut current = hello("new");
+    current
+        .capabilities
+        .push(novamedic_proto::CAPABILITY_RESET_FAILED.to_string());
+    let (tx, _rx2) = mpsc::channel(1);
+    fleet.connect(current, tx, 0);
+    assert!(fleet.begin_restart("new", "id", "policy", true).is_ok());
 }
 
 #[tokio::test]
@@ -216,11 +240,13 @@ async fn restart_pending_until_result() {
     fleet.connect(hello("c1"), tx, 0);
 
     let ticket = fleet
-        .begin_restart("c1", "cmd-1", "alice@host")
+        .begin_restart("c1", "cmd-1", "alice@host", false)
         .expect("ticket");
     assert_eq!(ticket.unit, "nova-compute.service");
     assert_eq!(
-        fleet.begin_restart("c1", "cmd-2", "bob@host").unwrap_err(),
+        fleet
+            .begin_restart("c1", "cmd-2", "bob@host", false)
+            .unwrap_err(),
         CommandRejection::InProgress {
             command_id: "cmd-1".into(),
             requested_by: "alice@host".into()
@@ -245,5 +271,7 @@ async fn restart_pending_until_result() {
         fleet.complete_command("c1", result).is_none(),
         "completed once"
     );
-    assert!(fleet.begin_restart("c1", "cmd-2", "bob@host").is_ok());
+    assert!(fleet
+        .begin_restart("c1", "cmd-2", "bob@host", false)
+        .is_ok());
 }

@@ -46,6 +46,11 @@ pub struct NodePolicy {
     pub last_finding_unix_ms: Option<i64>,
     /// Key of the latest decision, so repeated decisions are recorded once.
     pub last_decision: Option<String>,
+    /// Time of the automated restart that asked for `ResetFailedUnit`, until
+    /// a restart is verified. While set, no second reset goes out: the
+    /// failure episode it belongs to has had its one start.
+    #[serde(default)]
+    pub reset_failed_sent_unix_ms: Option<i64>,
 }
 
 /// A condition's run of consecutive reports.
@@ -119,6 +124,14 @@ pub enum Hold {
     FleetGap {
         until_unix_ms: i64,
     },
+    /// systemd gave up on the unit after repeated failures, and nothing
+    /// seen since says the cause is gone.
+    AwaitingDependency,
+    /// A reset of the failed state already went out in this failure
+    /// episode.
+    ResetAlreadySent {
+        sent_unix_ms: i64,
+    },
 }
 
 impl Hold {
@@ -134,6 +147,8 @@ impl Hold {
             Hold::Backoff { .. } => "backoff".into(),
             Hold::InFlightLimit { .. } => "in_flight_limit".into(),
             Hold::FleetGap { .. } => "fleet_gap".into(),
+            Hold::AwaitingDependency => "awaiting_dependency".into(),
+            Hold::ResetAlreadySent { .. } => "reset_already_sent".into(),
         }
     }
 }
@@ -329,6 +344,7 @@ impl Engine {
             let state = self.state.nodes.get_mut(node).expect("known node");
             if restarted && findings.is_empty() {
                 state.in_flight = None;
+                state.reset_failed_sent_unix_ms = None;
                 return Decision::Verified {
                     condition: in_flight.condition,
                     seconds: ms_secs(now - in_flight.sent_unix_ms),
@@ -415,6 +431,18 @@ impl Engine {
                 reason: pause.reason.clone(),
             });
         }
+        // A unit in the start limit failed several starts in a row: one more
+        // start helps only once something it depends on has come back.
+        let reset_failed = condition == Condition::StartLimitHit;
+        if reset_failed {
+            if let Some(sent_unix_ms) = state.reset_failed_sent_unix_ms {
+                return hold(Hold::ResetAlreadySent { sent_unix_ms });
+            }
+            if observation.dependency_returned.is_empty() {
+                return hold(Hold::AwaitingDependency);
+            }
+            evidence.extend(observation.dependency_returned.iter().cloned());
+        }
         let started = observation.unit.started_at_unix_ms;
         let grace_end = started + secs_ms(policy.start_grace_seconds);
         if condition.needs_running_unit() && started > 0 && now < grace_end {
@@ -469,7 +497,6 @@ impl Engine {
             });
         }
 
-        let reset_failed = condition == Condition::StartLimitHit;
         if policy.mode == Mode::DryRun {
             return Decision::Restart {
                 condition,
@@ -485,6 +512,9 @@ impl Engine {
         let state = self.state.nodes.get_mut(node).expect("known node");
         state.restarts_unix_ms.push(now);
         state.streaks.clear();
+        if reset_failed {
+            state.reset_failed_sent_unix_ms = Some(now);
+        }
         state.in_flight = Some(InFlight {
             condition,
             sent_unix_ms: now,
@@ -561,6 +591,9 @@ impl Engine {
         if let Some(state) = self.state.nodes.get_mut(node) {
             state.in_flight = None;
             state.restarts_unix_ms.retain(|&at| at != sent_unix_ms);
+            if state.reset_failed_sent_unix_ms == Some(sent_unix_ms) {
+                state.reset_failed_sent_unix_ms = None;
+            }
         }
     }
 
@@ -604,6 +637,7 @@ impl Engine {
         let state = self.state.nodes.get_mut(node)?;
         state.restarts_unix_ms.clear();
         state.streaks.clear();
+        state.reset_failed_sent_unix_ms = None;
         state.needs_human.take()
     }
 }

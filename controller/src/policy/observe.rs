@@ -24,6 +24,9 @@ pub struct Observation {
     /// Instances on the node in the middle of an operation that a restart
     /// would abort, for example "3f1c… building" or "live migration to cn-2".
     pub work_in_progress: Vec<String>,
+    /// Signs, in an operator's words, that a dependency came back after the
+    /// unit went down, for example a config file modified since.
+    pub dependency_returned: Vec<String>,
 }
 
 /// nova-compute's systemd unit.
@@ -37,6 +40,9 @@ pub struct UnitState {
     pub invocation_id: String,
     /// When the unit last started, Unix milliseconds; 0 when unknown.
     pub started_at_unix_ms: i64,
+    /// systemd's NRestarts: automatic restarts (`Restart=`) since the last
+    /// manual start.
+    pub n_restarts: u32,
 }
 
 /// The nova-compute process.
@@ -182,6 +188,19 @@ impl Observation {
                     unit.name, unit.active_state
                 ),
             });
+        } else if self.unit_is("failed") && unit.n_restarts > 0 {
+            // systemd 252 keeps the result of the last run (exit-code,
+            // signal) when its own Restart= loop runs into the start limit,
+            // so a failed unit after automatic restarts is in the limit too:
+            // a plain restart would be refused.
+            findings.push(Finding {
+                condition: Condition::StartLimitHit,
+                evidence: format!(
+                    "{} is failed with result {} after {} automatic restarts: systemd \
+                     stopped restarting it",
+                    unit.name, unit.result, unit.n_restarts
+                ),
+            });
         } else if self.unit_is("failed") || (self.unit_is("inactive") && unclean(&unit.result)) {
             findings.push(Finding {
                 condition: Condition::UnitFailed,
@@ -198,13 +217,17 @@ impl Observation {
                     condition: Condition::ProcessMissing,
                     evidence: format!("{} is active but no nova-compute process exists", unit.name),
                 }),
-                Some(process)
-                    if matches!(process.state.as_str(), "T" | "t") && process.tracer_pid == 0 =>
-                {
+                // A tracer makes this a blocker as well, so the hold is
+                // recorded instead of the node looking healthy.
+                Some(process) if matches!(process.state.as_str(), "T" | "t") => {
+                    let tracer = match process.tracer_pid {
+                        0 => "no tracer".to_string(),
+                        pid => format!("tracer PID {pid}"),
+                    };
                     findings.push(Finding {
                         condition: Condition::ProcessStopped,
                         evidence: format!(
-                            "nova-compute (PID {}) is stopped (state {}) with no tracer",
+                            "nova-compute (PID {}) is stopped (state {}) with {tracer}",
                             process.pid, process.state
                         ),
                     })

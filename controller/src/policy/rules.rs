@@ -46,12 +46,14 @@ pub enum Condition {
     /// The unit is failed, or inactive after an unclean exit, and no
     /// operator stopped it.
     UnitFailed,
-    /// systemd stopped restarting the unit (`Result=start-limit-hit`).
+    /// systemd stopped restarting the unit: `Result=start-limit-hit`, or
+    /// failed after automatic restarts (`NRestarts` above 0).
     StartLimitHit,
     /// The RPC probe got no reply from a reachable broker: nova-compute no
     /// longer consumes its queue.
     RpcNotResponding,
-    /// The process is stopped (state T) with no tracer attached.
+    /// The process is stopped (state T or t). With a tracer attached the
+    /// `Traced` blocker holds it.
     ProcessStopped,
     /// The unit is active but no nova-compute process exists.
     ProcessMissing,

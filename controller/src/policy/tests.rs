@@ -21,6 +21,7 @@ fn healthy(at: i64) -> Observation {
             invocation_id: "inv-1".into(),
             // Started long before the test window, so no start grace.
             started_at_unix_ms: T0 - 86_400_000,
+            n_restarts: 0,
         },
         process: Some(ProcessState {
             pid: 4242,
@@ -103,6 +104,15 @@ fn each_condition_is_found_from_its_observation() {
             Some(Condition::StartLimitHit),
         ),
         (
+            "failed after systemd's own restarts",
+            {
+                let mut o = failed_unit(T0);
+                o.unit.n_restarts = 3;
+                o
+            },
+            Some(Condition::StartLimitHit),
+        ),
+        (
             "rpc not responding",
             wedged(T0),
             Some(Condition::RpcNotResponding),
@@ -161,7 +171,7 @@ fn each_condition_is_found_from_its_observation() {
             None,
         ),
         (
-            "stopped under a tracer is not a condition",
+            "stopped under a tracer is a condition the blocker holds",
             {
                 let mut o = healthy(T0);
                 let p = o.process.as_mut().unwrap();
@@ -169,7 +179,7 @@ fn each_condition_is_found_from_its_observation() {
                 p.tracer_pid = 999;
                 o
             },
-            None,
+            Some(Condition::ProcessStopped),
         ),
         (
             "operator stop is not a failure",
@@ -614,4 +624,198 @@ fn a_policy_file_with_rules_replaces_the_defaults() {
 #[test]
 fn blocker_kinds_are_stable() {
     assert_eq!(Blocker::Traced(String::new()).kind(), "traced");
+}
+
+fn start_limit_hit(at: i64) -> Observation {
+    let mut obs = failed_unit(at);
+    obs.unit.result = "start-limit-hit".into();
+    obs
+}
+
+fn start_limit_hit_config_fixed(at: i64) -> Observation {
+    let mut obs = start_limit_hit(at);
+    obs.dependency_returned =
+        vec!["/etc/nova/nova.conf modified 4 s after the unit went down".into()];
+    obs
+}
+
+#[test]
+fn start_limit_waits_for_a_dependency() {
+    let mut engine = engine();
+    let decisions = feed(&mut engine, "cn-1", T0, 6, 100, start_limit_hit);
+    assert!(!decisions.iter().any(is_restart), "{decisions:?}");
+    assert!(
+        matches!(
+            decisions.last().unwrap(),
+            Decision::Hold {
+                hold: Hold::AwaitingDependency,
+                ..
+            }
+        ),
+        "{decisions:?}"
+    );
+
+    // The dependency returns: one start, with the reset.
+    let at = T0 + 6 * INTERVAL_MS;
+    let verdict = engine.observe("cn-1", &start_limit_hit_config_fixed(at), 100, 0);
+    assert_eq!(
+        verdict.decision,
+        Decision::Restart {
+            condition: Condition::StartLimitHit,
+            reset_failed: true,
+            attempt: 1,
+            dry_run: false,
+        }
+    );
+    assert!(
+        verdict
+            .evidence
+            .iter()
+            .any(|e| e.contains("nova.conf modified")),
+        "{:?}",
+        verdict.evidence
+    );
+}
+
+#[test]
+fn reset_sent_once_per_failure_episode() {
+    let mut engine = engine();
+    let decisions = feed(
+        &mut engine,
+        "cn-1",
+        T0,
+        4,
+        100,
+        start_limit_hit_config_fixed,
+    );
+    assert_eq!(
+        decisions.iter().filter(|d| is_restart(d)).count(),
+        1,
+        "{decisions:?}"
+    );
+
+    // The start did not help: the unit stays in the start limit with the
+    // dependency still "returned". Until the verification deadline nothing
+    // else goes out, and after it the node needs a human.
+    let after = T0 + 4 * INTERVAL_MS;
+    let reports = (enforcing().verify_seconds as usize * 1_000 / INTERVAL_MS as usize) + 12;
+    let decisions = feed(
+        &mut engine,
+        "cn-1",
+        after,
+        reports,
+        100,
+        start_limit_hit_config_fixed,
+    );
+    assert!(!decisions.iter().any(is_restart), "{decisions:?}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| matches!(d, Decision::Escalate { .. })),
+        "{decisions:?}"
+    );
+
+    // Even with the escalation gone and the in-flight restart released, the
+    // same failure episode gets no second reset.
+    let mut state = engine.state().clone();
+    let node = state.nodes.get_mut("cn-1").unwrap();
+    node.needs_human = None;
+    assert!(node.reset_failed_sent_unix_ms.is_some());
+    let mut engine = Engine::new(enforcing(), state);
+    let start = after + reports as i64 * INTERVAL_MS;
+    let decisions = feed(
+        &mut engine,
+        "cn-1",
+        start,
+        6,
+        100,
+        start_limit_hit_config_fixed,
+    );
+    assert!(!decisions.iter().any(is_restart), "{decisions:?}");
+    assert!(
+        matches!(
+            decisions.last().unwrap(),
+            Decision::Hold {
+                hold: Hold::ResetAlreadySent { .. },
+                ..
+            }
+        ),
+        "{decisions:?}"
+    );
+
+    // An operator's clear ends the episode.
+    engine.clear("cn-1");
+    assert_eq!(engine.state().nodes["cn-1"].reset_failed_sent_unix_ms, None);
+}
+
+#[test]
+fn verified_restart_ends_reset_episode() {
+    let mut engine = engine();
+    let decisions = feed(
+        &mut engine,
+        "cn-1",
+        T0,
+        4,
+        100,
+        start_limit_hit_config_fixed,
+    );
+    assert_eq!(decisions.iter().filter(|d| is_restart(d)).count(), 1);
+    let verdict = engine.observe("cn-1", &restarted(T0 + 5 * INTERVAL_MS, "inv-2"), 100, 0);
+    assert!(
+        matches!(verdict.decision, Decision::Verified { .. }),
+        "{:?}",
+        verdict.decision
+    );
+    assert_eq!(engine.state().nodes["cn-1"].reset_failed_sent_unix_ms, None);
+}
+
+#[test]
+fn plain_failed_unit_restarts_without_reset() {
+    let mut engine = engine();
+    let decisions = feed(&mut engine, "cn-1", T0, 4, 100, failed_unit);
+    let restart = decisions.iter().find(|d| is_restart(d)).expect("a restart");
+    assert!(
+        matches!(
+            restart,
+            Decision::Restart {
+                reset_failed: false,
+                ..
+            }
+        ),
+        "{restart:?}"
+    );
+}
+
+#[test]
+fn traced_process_is_held_and_recorded() {
+    let mut engine = engine();
+    let traced = |at| {
+        let mut o = healthy(at);
+        let process = o.process.as_mut().unwrap();
+        process.state = "t".into();
+        process.tracer_pid = 999;
+        o
+    };
+    let reports = 1 + (120_000 / INTERVAL_MS as usize) + 2;
+    let verdicts: Vec<_> = (0..reports)
+        .map(|i| engine.observe("cn-1", &traced(T0 + i as i64 * INTERVAL_MS), 100, 0))
+        .collect();
+    assert!(!verdicts.iter().any(|v| is_restart(&v.decision)));
+    let held: Vec<_> = verdicts
+        .iter()
+        .filter(|v| {
+            matches!(
+                &v.decision,
+                Decision::Hold {
+                    hold: Hold::Blocked {
+                        blocker: Blocker::Traced(_)
+                    },
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(!held.is_empty(), "{verdicts:?}");
+    assert!(held[0].changed, "the first hold must be recorded");
+    assert!(held[1..].iter().all(|v| !v.changed), "recorded once");
 }

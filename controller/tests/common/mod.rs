@@ -350,6 +350,7 @@ pub fn report(status: v1::HealthStatus, active_state: &str, reasons: &[&str]) ->
             vcpus: 4,
             memory_bytes: 8 << 30,
             guests: Vec::new(),
+            ..Default::default()
         }),
         nova_compute: Some(v1::NovaCompute {
             unit: "nova-compute.service".to_string(),

@@ -42,7 +42,9 @@ fn sample_status(node: &str, health: v1::HealthStatus, reasons: &[&str]) -> v1::
                 vcpus: 4,
                 memory_bytes: 8 * GIB,
                 pid: 2345,
+                ..Default::default()
             }],
+            ..Default::default()
         }),
         nova_compute: Some(v1::NovaCompute {
             unit: "nova-compute.service".into(),
