@@ -13,7 +13,9 @@
 //! - [`config`]: the controller's TOML file.
 //! - [`cli`]: the `novamedic` command line, server and operator client in one.
 //! - [`openstack`]: a small OpenStack API client (Keystone, Nova, Glance,
-//!   Neutron, Cinder), used only by `novamedic diagnose`.
+//!   Neutron, Cinder), used by `novamedic diagnose` and [`nova_view`].
+//! - [`nova_view`]: Nova's own view of the fleet, polled for the policy and
+//!   for operators when a cloud is configured.
 //! - [`diagnose`]: why an instance is in ERROR, from the OpenStack APIs and
 //!   the fleet's reports.
 
@@ -25,6 +27,7 @@ pub mod config;
 pub mod controller;
 pub mod diagnose;
 pub mod fleet;
+pub mod nova_view;
 pub mod openstack;
 pub mod operator_api;
 pub mod policy;

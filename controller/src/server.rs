@@ -17,6 +17,7 @@ use crate::agent_api::AgentApi;
 use crate::auth::Authority;
 use crate::config::{ServerConfig, Transport};
 use crate::controller::Controller;
+use crate::nova_view::NovaWatch;
 use crate::operator_api::OperatorApi;
 use crate::store::Store;
 use crate::tls_listener::ServerTls;
@@ -76,16 +77,19 @@ pub async fn serve_with_reload(
         Transport::MutualTls(files) => Some(Arc::new(ServerTls::load(files)?)),
         Transport::Plaintext => None,
     };
+    let nova = nova_watch(config)?;
     let store = Store::open(&config.db).await?;
-    let controller = Arc::new(
-        Controller::load(
-            store,
-            config.restart.clone(),
-            config.policy.clone(),
-            config.policy_source.clone(),
-        )
-        .await?,
-    );
+    let mut controller = Controller::load(
+        store,
+        config.restart.clone(),
+        config.policy.clone(),
+        config.policy_source.clone(),
+    )
+    .await?;
+    if let Some(nova) = &nova {
+        controller = controller.with_nova(Arc::clone(nova));
+    }
+    let controller = Arc::new(controller);
     let authority = Arc::new(Authority {
         plaintext: tls.is_none(),
         roles: config.roles.clone(),
@@ -99,6 +103,7 @@ pub async fn serve_with_reload(
     }
 
     let stale_task = tokio::spawn(mark_stale_forever(Arc::clone(&controller)));
+    let nova_task = nova.map(|nova| tokio::spawn(crate::nova_view::poll::poll_forever(nova)));
     let reload_task = tokio::spawn(reload_forever(tls.clone(), reload));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -129,6 +134,9 @@ pub async fn serve_with_reload(
     tokio::select! {
         joined = &mut server => {
             stale_task.abort();
+            if let Some(task) = &nova_task {
+                task.abort();
+            }
             reload_task.abort();
             joined.context("the gRPC server task failed")?.context("the gRPC server failed")?;
             anyhow::bail!("the gRPC server stopped without being asked to");
@@ -138,6 +146,9 @@ pub async fn serve_with_reload(
 
     stale_task.abort();
     reload_task.abort();
+    if let Some(task) = &nova_task {
+        task.abort();
+    }
     // Dropping every stream sender ends the agents' response streams, which
     // lets the graceful shutdown finish instead of waiting on streams that
     // never end by themselves.
@@ -147,6 +158,28 @@ pub async fn serve_with_reload(
     controller.store().close().await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Builds the Nova poller of the `[openstack]` table, or none without one.
+/// A policy that disables services on escalation needs it.
+fn nova_watch(config: &ServerConfig) -> anyhow::Result<Option<Arc<NovaWatch>>> {
+    let Some(settings) = &config.openstack else {
+        anyhow::ensure!(
+            !config.policy.node.disable_service_on_escalation,
+            "the policy {} sets disable_service_on_escalation, but no cloud is configured: add \
+             an [openstack] table to the controller's configuration or set it to false",
+            config.policy_source
+        );
+        tracing::info!("no cloud configured; Nova's view of the fleet is not polled");
+        return Ok(None);
+    };
+    let current_dir = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let client = crate::nova_view::connect(
+        settings,
+        &crate::openstack::config::process_environment(),
+        &current_dir,
+    )?;
+    Ok(Some(Arc::new(NovaWatch::new(client, settings.clone()))))
 }
 
 /// Waits for the server to finish its open requests, and cuts them after

@@ -7,10 +7,12 @@
 //! recorded first, because the events are the audit trail of who restarted
 //! what.
 
+mod nova;
 pub mod policy;
 mod restart;
 mod throttle;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use novamedic_proto::v1;
@@ -21,6 +23,7 @@ pub use restart::RestartError;
 
 use crate::clock::now_unix_ms;
 use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
+use crate::nova_view::NovaWatch;
 use crate::policy::{Policy, PolicyState};
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
 use policy::PolicyRunner;
@@ -52,6 +55,8 @@ pub struct Controller {
     limits: RestartLimits,
     report_writes: ReportThrottle,
     policy: PolicyRunner,
+    /// Nova's view of the fleet, when a cloud is configured.
+    nova: Option<Arc<NovaWatch>>,
 }
 
 impl Controller {
@@ -81,7 +86,31 @@ impl Controller {
             limits,
             report_writes: ReportThrottle::default(),
             policy: PolicyRunner::new(policy, state, policy_source),
+            nova: None,
         })
+    }
+
+    /// Attaches Nova's view, polled elsewhere, to the policy and the
+    /// operator API.
+    pub fn with_nova(mut self, nova: Arc<NovaWatch>) -> Self {
+        self.nova = Some(nova);
+        self
+    }
+
+    pub fn nova(&self) -> Option<&Arc<NovaWatch>> {
+        self.nova.as_ref()
+    }
+
+    /// Returns Nova's view of the node for operators, or the source's
+    /// "no cloud configured" when there is none.
+    pub fn nova_node_view(&self, node: &str) -> v1::NovaNodeView {
+        match &self.nova {
+            Some(nova) => nova.node_view(node),
+            None => v1::NovaNodeView {
+                source: Some(crate::nova_view::unconfigured_source()),
+                ..v1::NovaNodeView::default()
+            },
+        }
     }
 
     pub fn fleet(&self) -> &Fleet {
