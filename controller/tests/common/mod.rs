@@ -40,6 +40,15 @@ impl TestServer {
 
     /// Starts a controller with a given self-healing policy.
     pub async fn start_with(db: PathBuf, policy: novamedic::policy::Policy) -> Self {
+        Self::start_configured(db, policy, None).await
+    }
+
+    /// Starts a controller with a policy and an `[openstack]` table.
+    pub async fn start_configured(
+        db: PathBuf,
+        policy: novamedic::policy::Policy,
+        openstack: Option<novamedic::config::OpenStackSettings>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -50,6 +59,7 @@ impl TestServer {
             policy,
             policy_source: "test".to_string(),
             transport: novamedic::config::Transport::Plaintext,
+            openstack,
             ..ServerConfig::default()
         };
         let (stop, stop_rx) = oneshot::channel::<()>();
