@@ -347,6 +347,7 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
         }
         Ok(Duration::from_secs(value))
     };
+
     let poll_interval = seconds(
         "openstack.poll_interval_seconds",
         table.poll_interval_seconds,
@@ -365,6 +366,7 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
         defaults.service_down_time,
         (10, 3_600),
     )?;
+
     if request_timeout >= poll_interval {
         return Err(invalid(
             "openstack.request_timeout_seconds",
@@ -375,6 +377,7 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
             ),
         ));
     }
+
     let stale_after_polls = table
         .stale_after_polls
         .unwrap_or(defaults.stale_after_polls);
@@ -385,6 +388,7 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
             "between 1 and 100",
         ));
     }
+
     if let Some(cloud) = table
         .cloud
         .as_deref()
@@ -396,6 +400,7 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
             "a cloud name from clouds.yaml; leave the key out to use the OS_* variables",
         ));
     }
+
     let host_names = table.host_names.unwrap_or_default();
     if let Some((host, node)) = host_names
         .iter()
@@ -407,6 +412,7 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
             "a Nova service host mapped to a novamedic node name, neither empty",
         ));
     }
+
     Ok(OpenStackSettings {
         cloud: table.cloud,
         clouds_file: table.clouds_file,

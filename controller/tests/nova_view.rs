@@ -88,10 +88,19 @@ fn client_with_timeout(mock: &Mock, environment_change: &[(&str, &str)]) -> Clie
 async fn poll_requests_and_mapping() {
     let mock = Mock::start().await;
     fresh_services(&mock);
-    mock.add_server(busy_server("a1", "compute-08.example.net", Some("spawning")), vec![]);
-    mock.add_server(busy_server("a2", "compute-08.example.net", Some("migrating")), vec![]);
+    mock.add_server(
+        busy_server("a1", "compute-08.example.net", Some("spawning")),
+        vec![],
+    );
+    mock.add_server(
+        busy_server("a2", "compute-08.example.net", Some("migrating")),
+        vec![],
+    );
     mock.add_server(busy_server("a3", "compute-06.example.net", None), vec![]);
-    mock.add_server(busy_server("a4", "compute-06.example.net", Some("scheduling")), vec![]);
+    mock.add_server(
+        busy_server("a4", "compute-06.example.net", Some("scheduling")),
+        vec![],
+    );
     mock.with(|cloud| cloud.page_size = 1);
     let watch = NovaWatch::new(mock.client(), settings());
 
@@ -124,17 +133,31 @@ async fn poll_requests_and_mapping() {
         novamedic::nova_view::poll::BUSY_TASK_STATES.len(),
         "the next page keeps the filter"
     );
-    assert_eq!(servers[1].query.get("marker").map(String::as_str), Some("a1"));
+    assert_eq!(
+        servers[1].query.get("marker").map(String::as_str),
+        Some("a1")
+    );
     let first = servers[0];
-    assert_eq!(first.query.get("all_tenants").map(String::as_str), Some("1"));
+    assert_eq!(
+        first.query.get("all_tenants").map(String::as_str),
+        Some("1")
+    );
     let task_states: Vec<&str> = first
         .query_pairs
         .iter()
         .filter(|(key, _)| key == "task_state")
         .map(|(_, value)| value.as_str())
         .collect();
-    for state in ["spawning", "migrating", "resize_migrating", "image_snapshot"] {
-        assert!(task_states.contains(&state), "{state} not asked for: {task_states:?}");
+    for state in [
+        "spawning",
+        "migrating",
+        "resize_migrating",
+        "image_snapshot",
+    ] {
+        assert!(
+            task_states.contains(&state),
+            "{state} not asked for: {task_states:?}"
+        );
     }
     assert!(!task_states.contains(&"scheduling"), "{task_states:?}");
     assert_eq!(first.microversion.as_deref(), Some("compute 2.88"));
@@ -147,12 +170,16 @@ async fn poll_requests_and_mapping() {
     let now = now_unix_ms();
     let up = watch.policy_inputs("compute-06", now);
     let service = up.service.expect("compute-06 maps by its short name");
-    assert!(service.up && !service.disabled);
+    assert!(service.up);
+    assert!(!service.disabled);
     assert!(service.heartbeat_age_seconds <= 10, "{service:?}");
     assert_eq!(service.service_down_time_seconds, 60);
     assert!(up.work_in_progress.is_empty(), "a null task state is idle");
 
-    let down = watch.policy_inputs("compute-07", now).service.expect("compute-07");
+    let down = watch
+        .policy_inputs("compute-07", now)
+        .service
+        .expect("compute-07");
     assert!(!down.up);
     assert!(
         (295..=310).contains(&down.heartbeat_age_seconds),
@@ -165,17 +192,26 @@ async fn poll_requests_and_mapping() {
     assert!(auto_service.disabled_reason.starts_with("AUTO:"));
     assert_eq!(
         auto.work_in_progress,
-        vec!["a1 (vm-a1) spawning".to_string(), "a2 (vm-a2) migrating".to_string()]
+        vec![
+            "a1 (vm-a1) spawning".to_string(),
+            "a2 (vm-a2) migrating".to_string()
+        ]
     );
 
-    let fenced = watch.policy_inputs("compute-09", now).service.expect("compute-09");
+    let fenced = watch
+        .policy_inputs("compute-09", now)
+        .service
+        .expect("compute-09");
     assert!(fenced.forced_down);
     assert!(watch.policy_inputs("compute-10", now).service.is_none());
 
     let node = watch.node_view("compute-06.example.net");
     let wire = node.service.expect("the FQDN matches exactly");
     assert_eq!(wire.id, "c350f294-30c9-4f70-858c-e1f3c2f80a0c");
-    assert_eq!((wire.state.as_str(), wire.status.as_str()), ("up", "enabled"));
+    assert_eq!(
+        (wire.state.as_str(), wire.status.as_str()),
+        ("up", "enabled")
+    );
 }
 
 #[tokio::test]
@@ -212,7 +248,10 @@ async fn poll_errors_keep_data_and_recover() {
     let error = view.services_error.clone().expect("the 503 is recorded");
     assert!(error.contains("HTTP 503"), "{error}");
     assert!(error.contains("/os-services"), "{error}");
-    assert_eq!(view.services_polled_at_unix_ms, polled_at, "the data keeps its age");
+    assert_eq!(
+        view.services_polled_at_unix_ms, polled_at,
+        "the data keeps its age"
+    );
     assert_eq!(view.services.len(), 4, "the previous data stays");
     assert_eq!(view.servers_error, None, "the other call still works");
     assert_eq!(watch.source().services_error, error);
@@ -230,7 +269,10 @@ async fn poll_errors_keep_data_and_recover() {
     // Data older than stale_after_polls intervals is left out of the policy.
     let later = view.services_polled_at_unix_ms + 16_000;
     assert!(watch.policy_inputs("compute-06", later).service.is_none());
-    assert!(watch.policy_inputs("compute-06", later - 2_000).service.is_some());
+    assert!(watch
+        .policy_inputs("compute-06", later - 2_000)
+        .service
+        .is_some());
 }
 
 #[tokio::test]
@@ -247,7 +289,11 @@ async fn poll_without_catalog_entry_reports_it() {
         "{}",
         source.services_error
     );
-    assert!(source.services_error.contains("RegionFar"), "{}", source.services_error);
+    assert!(
+        source.services_error.contains("RegionFar"),
+        "{}",
+        source.services_error
+    );
     assert_eq!(source.services_polled_at_unix_ms, 0);
 }
 
@@ -329,7 +375,10 @@ async fn wait_for_event(server: &TestServer, node: &str, kind: &str, fragment: &
     })
     .await;
     let events = events_of(server, node, kind).await;
-    assert!(found, "no {kind} event with {fragment:?} for {node}: {events:#?}");
+    assert!(
+        found,
+        "no {kind} event with {fragment:?} for {node}: {events:#?}"
+    );
     events
         .into_iter()
         .find(|event| event.detail.contains(fragment))
@@ -344,7 +393,10 @@ async fn policy_acts_on_nova_view() {
         service["status"] = json!("disabled");
         service["disabled_reason"] = json!("hardware check, ticket OPS-77");
     });
-    mock.add_server(busy_server("b1", "compute-08.example.net", Some("spawning")), vec![]);
+    mock.add_server(
+        busy_server("b1", "compute-08.example.net", Some("spawning")),
+        vec![],
+    );
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_configured(
         dir.path().join("novamedic.db"),
@@ -372,7 +424,11 @@ async fn policy_acts_on_nova_view() {
 
     let command = stale.next_command().await;
     assert_eq!(command.requested_by, "policy");
-    assert!(command.reason.contains("heartbeat-stale"), "{}", command.reason);
+    assert!(
+        command.reason.contains("heartbeat-stale"),
+        "{}",
+        command.reason
+    );
     assert!(command.reason.contains("state down"), "{}", command.reason);
 
     let held = wait_for_event(
@@ -383,8 +439,9 @@ async fn policy_acts_on_nova_view() {
     )
     .await;
     assert!(
-        held.detail
-            .contains("the nova-compute service is disabled in Nova: hardware check, ticket OPS-77"),
+        held.detail.contains(
+            "the nova-compute service is disabled in Nova: hardware check, ticket OPS-77"
+        ),
         "{}",
         held.detail
     );
@@ -398,12 +455,16 @@ async fn policy_acts_on_nova_view() {
     )
     .await;
     assert!(
-        held.detail.contains("instances mid-operation: b1 (vm-b1) spawning"),
+        held.detail
+            .contains("instances mid-operation: b1 (vm-b1) spawning"),
         "{}",
         held.detail
     );
     let no_command = tokio::time::timeout(Duration::from_secs(1), disabled.next_command()).await;
-    assert!(no_command.is_err(), "operator-disabled node restarted: {no_command:?}");
+    assert!(
+        no_command.is_err(),
+        "operator-disabled node restarted: {no_command:?}"
+    );
     let no_command = tokio::time::timeout(Duration::from_secs(1), busy.next_command()).await;
     assert!(no_command.is_err(), "busy node restarted: {no_command:?}");
 
@@ -414,14 +475,17 @@ async fn policy_acts_on_nova_view() {
         .await
         .unwrap()
         .into_inner();
-    let source = policy.nova_source.expect("the policy shows its Nova source");
+    let source = policy
+        .nova_source
+        .expect("the policy shows its Nova source");
     assert!(source.configured);
     assert_eq!(source.cloud, "fake");
     assert!(source.services_polled_at_unix_ms > 0);
     server.stop().await;
 }
 
-/// A failed unit whose process is in D: the policy escalates at once.
+/// Builds a failed unit whose process is in D, which the policy escalates
+/// at once.
 fn wedged_report() -> v1::NodeReport {
     let mut report = failed_report();
     if let Some(nova) = report.nova_compute.as_mut() {
@@ -472,9 +536,14 @@ async fn escalation_disables_service_and_clear_enables_it() {
     );
     let service = service_of(&mock, "compute-06.example.net");
     assert_eq!(service["status"], json!("disabled"));
-    let reason = service["disabled_reason"].as_str().unwrap_or_default().to_string();
+    let reason = service["disabled_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
-        reason.starts_with("novamedic: needs a human: nova-compute (PID 4242) is in uninterruptible sleep"),
+        reason.starts_with(
+            "novamedic: needs a human: nova-compute (PID 4242) is in uninterruptible sleep"
+        ),
         "{reason}"
     );
     let puts: Vec<_> = mock.with(|cloud| {
@@ -498,7 +567,11 @@ async fn escalation_disables_service_and_clear_enables_it() {
         "{}",
         unchanged.detail
     );
-    assert!(unchanged.detail.contains("OPS-1234"), "{}", unchanged.detail);
+    assert!(
+        unchanged.detail.contains("OPS-1234"),
+        "{}",
+        unchanged.detail
+    );
 
     let mut client = server.operator().await;
     client
@@ -627,7 +700,16 @@ async fn cli_shows_nova_view() {
     assert!(lines[0].contains("NOVA"), "{}", table.stdout);
     assert!(lines[1].contains("up/enabled"), "{}", table.stdout);
 
-    let show = novamedic(&["--controller", &url, "node", "show", "compute-06", "-o", "json"]).await;
+    let show = novamedic(&[
+        "--controller",
+        &url,
+        "node",
+        "show",
+        "compute-06",
+        "-o",
+        "json",
+    ])
+    .await;
     assert_eq!(show.code, 0);
     let json: Value = serde_json::from_str(&show.stdout).expect("JSON");
     let nova = &json["nova"];
@@ -638,7 +720,9 @@ async fn cli_shows_nova_view() {
     assert_eq!(nova["source"]["cloud"], json!("fake"));
     assert!(nova["source"]["services_polled_at"].is_string(), "{nova}");
     assert_eq!(nova["source"]["services_error"], Value::Null);
-    assert!(nova["service"]["heartbeat_age_seconds"].as_i64().is_some_and(|age| age <= 10));
+    assert!(nova["service"]["heartbeat_age_seconds"]
+        .as_i64()
+        .is_some_and(|age| age <= 10));
 
     let text = novamedic(&["--controller", &url, "node", "show", "compute-06"]).await;
     assert!(
@@ -648,7 +732,7 @@ async fn cli_shows_nova_view() {
     );
     server.stop().await;
 
-    // Without a cloud, the output says so.
+    // Without a cloud, the output names the missing cloud.
     let server = TestServer::start().await;
     let mut agent = FakeAgent::connect(server.addr, common::hello("compute-06")).await;
     agent
@@ -670,4 +754,65 @@ async fn cli_shows_nova_view() {
         policy.stdout
     );
     server.stop().await;
+}
+
+async fn start_error(config: novamedic::config::ServerConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        novamedic::server::serve_with_listener(listener, &config, std::future::pending()),
+    )
+    .await
+    .expect("the controller stops at once");
+    format!("{:#}", result.expect_err("the controller refuses to start"))
+}
+
+#[tokio::test]
+async fn start_rejects_unusable_cloud_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = novamedic::config::ServerConfig {
+        db: dir.path().join("novamedic.db"),
+        transport: novamedic::config::Transport::Plaintext,
+        ..Default::default()
+    };
+
+    let mut policy = Policy::default();
+    policy.node.disable_service_on_escalation = true;
+    let message = start_error(novamedic::config::ServerConfig {
+        policy,
+        policy_source: "/etc/novamedic/policy.toml".to_string(),
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        message.contains("disable_service_on_escalation"),
+        "{message}"
+    );
+    assert!(message.contains("[openstack]"), "{message}");
+
+    let mock = Mock::start().await;
+    let mut settings = cloud_settings(&mock, dir.path());
+    settings.cloud = Some("staging".to_string());
+    let message = start_error(novamedic::config::ServerConfig {
+        openstack: Some(settings),
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        message.contains("cannot load cloud \"staging\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("fake"),
+        "names the clouds there: {message}"
+    );
+
+    let mut settings = cloud_settings(&mock, dir.path());
+    settings.clouds_file = Some(dir.path().join("absent.yaml"));
+    let message = start_error(novamedic::config::ServerConfig {
+        openstack: Some(settings),
+        ..base
+    })
+    .await;
+    assert!(message.contains("absent.yaml does not exist"), "{message}");
 }

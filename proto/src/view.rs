@@ -58,7 +58,7 @@ pub struct NovaView {
     pub work_in_progress: Vec<String>,
 }
 
-/// Where the controller's view of Nova comes from.
+/// The source of the controller's view of Nova: cloud, poll times, errors.
 #[derive(Debug, Clone, Serialize)]
 pub struct NovaSourceView {
     /// False when the controller has no `[openstack]` table.
@@ -80,7 +80,8 @@ pub struct NovaSourceView {
 pub struct NovaServiceView {
     pub id: String,
     pub host: String,
-    /// `up` or `down`: whether Nova sees the service's heartbeat.
+    /// `up` or `down`: whether Nova received the service's heartbeat within
+    /// `service_down_time`.
     pub state: String,
     /// `enabled` or `disabled`: whether the scheduler may use the host.
     pub status: String,

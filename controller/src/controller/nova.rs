@@ -1,8 +1,8 @@
 //! Changes to a node's nova-compute service record in Nova, made for the
 //! policy: disabling the service when the node needs a human (only with
 //! `disable_service_on_escalation`), and enabling it again when an operator
-//! clears the node, only if novamedic disabled it and nobody changed it
-//! since. Every outcome, including "left as it was", is an event.
+//! clears the node, only if novamedic disabled it and its reason is still
+//! the one novamedic wrote. Every outcome, including "left as it was", is an event.
 
 use super::policy::{persistent_json, POLICY_ACTOR};
 use super::Controller;
@@ -17,13 +17,13 @@ use crate::store::NewEvent;
 /// Prefix of the `disabled_reason` novamedic writes.
 pub const DISABLED_REASON_PREFIX: &str = "novamedic: needs a human: ";
 
-/// Nova's column for `disabled_reason` holds 255 characters.
+/// Nova's column for `disabled_reason` stores at most 255 characters.
 const MAX_DISABLED_REASON_CHARS: usize = 255;
 
 /// The first compute microversion with `PUT /os-services/{service_id}`.
 const SERVICE_UPDATE_MICROVERSION: (u32, u32) = (2, 53);
 
-/// Why a service change was not made.
+/// The reason a service change was not made.
 enum Skipped {
     /// Nothing to do, recorded as `nova_service_unchanged`.
     Unchanged(String),

@@ -1,6 +1,6 @@
 //! Nova's own view of the fleet: the controller polls the nova-compute
 //! service records and the servers in the middle of an operation once per
-//! interval for the whole fleet, and keeps the latest answer in memory for
+//! interval for the whole fleet, and keeps the latest result in memory for
 //! the policy and for operators.
 //!
 //! - [`poll`]: the polling task and the mapping of the replies.
@@ -62,7 +62,7 @@ pub struct NovaService {
     pub forced_down: bool,
 }
 
-/// What the policy takes from Nova for one node at one report.
+/// Nova's inputs to the policy for one node at one report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyInputs {
     pub service: Option<ServiceState>,
@@ -237,15 +237,16 @@ pub fn connect(
         .context("cannot build the OpenStack client for [openstack]")
 }
 
-/// The source as shown when the controller has no `[openstack]` table.
+/// Returns the source as shown when the controller has no `[openstack]`
+/// table.
 pub fn unconfigured_source() -> v1::NovaSource {
     v1::NovaSource::default()
 }
 
-/// Finds the Nova host of `node` among `hosts`: a host that `host_names`
-/// maps to the node, else a host equal to the node's name, else the one
-/// host whose short name (up to the first dot) equals the node's short
-/// name. Two hosts with the same short name match neither.
+/// Finds the Nova host of `node` among `hosts`. A host that `host_names`
+/// maps to the node comes first, then a host equal to the node's name, then
+/// the one host whose short name (up to the first dot) equals the node's
+/// short name. Two hosts with the same short name match neither.
 pub fn host_for_node<'a>(
     node: &str,
     hosts: impl Iterator<Item = &'a String> + Clone,

@@ -1,8 +1,8 @@
 //! The polling task: each interval, one os-services listing and one listing
 //! of busy servers for the whole fleet.
 //!
-//! A failed poll keeps the previous data with its age and records the error;
-//! the error is logged when it first appears or changes, and once when the
+//! A failed poll keeps the previous data with its age and records the error.
+//! The error is logged when it first appears or changes, and once when the
 //! poll recovers.
 
 use std::collections::BTreeMap;
@@ -239,11 +239,14 @@ mod tests {
         let mapped = map_services(&services, nova_now);
         assert_eq!(mapped.len(), 2, "the record without a host is skipped");
         let first = &mapped["cn-1.example.net"];
-        assert!(first.up && first.enabled);
+        assert!(first.up);
+        assert!(first.enabled);
         assert_eq!(first.heartbeat_age_seconds, Some(10));
         assert_eq!(first.id, "c350f294-30c9-4f70-858c-e1f3c2f80a0c");
         let second = &mapped["cn-2"];
-        assert!(!second.up && !second.enabled && second.forced_down);
+        assert!(!second.up);
+        assert!(!second.enabled);
+        assert!(second.forced_down);
         assert_eq!(second.heartbeat_age_seconds, None);
         assert_eq!(second.id, "7");
         assert_eq!(second.disabled_reason, "AUTO: Failed to connect to libvirt");

@@ -147,7 +147,7 @@ pub async fn all_compute_services(
     Ok((body.services, date))
 }
 
-/// Every server, in every project, whose task state is one of
+/// Lists every server, in every project, whose task state is one of
 /// `task_states`, all pages. Nova filters on the task state itself (the
 /// filter takes repeated values), so the reply holds only busy servers.
 pub async fn servers_in_task_states(

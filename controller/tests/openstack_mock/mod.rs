@@ -526,7 +526,11 @@ fn list_servers(
             .filter(|(key, _)| *key != "marker" && *key != "limit" && *key != "task_state")
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
-        next_query.extend(task_states.iter().map(|state| format!("task_state={state}")));
+        next_query.extend(
+            task_states
+                .iter()
+                .map(|state| format!("task_state={state}")),
+        );
         next_query.push(format!("limit={limit}"));
         next_query.push(format!("marker={last}"));
         // The link names another host: the client must keep the catalog's.

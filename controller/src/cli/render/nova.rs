@@ -4,8 +4,8 @@ use novamedic_proto::view::{NovaSourceView, NovaView};
 
 use super::{field, seen_at};
 
-/// The compact `NOVA` cell of `novamedic nodes`: Nova's heartbeat state and
-/// scheduling status, such as `up/enabled`.
+/// Formats the compact `NOVA` cell of `novamedic nodes`: Nova's heartbeat
+/// state and scheduling status, such as `up/enabled`.
 pub fn cell(nova: Option<&NovaView>, now_unix_ms: i64) -> String {
     let Some(nova) = nova.filter(|nova| nova.source.configured) else {
         return "-".to_string();
@@ -57,7 +57,7 @@ pub fn notes(nova: Option<&NovaView>) -> Vec<String> {
     notes
 }
 
-/// The Nova lines of `novamedic node show`.
+/// Writes the Nova lines of `novamedic node show`.
 pub fn lines(out: &mut String, nova: Option<&NovaView>, now_unix_ms: i64) {
     let Some(nova) = nova else {
         return;
@@ -131,7 +131,7 @@ pub fn lines(out: &mut String, nova: Option<&NovaView>, now_unix_ms: i64) {
     source_lines(out, "Nova polled", source, now_unix_ms);
 }
 
-/// The source lines, shared by `node show` and `policy show`.
+/// Writes the source lines, shared by `node show` and `policy show`.
 pub fn source_lines(out: &mut String, label: &str, source: &NovaSourceView, now_unix_ms: i64) {
     if !source.configured {
         field(
