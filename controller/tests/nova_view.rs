@@ -816,3 +816,46 @@ async fn start_rejects_unusable_cloud_settings() {
     .await;
     assert!(message.contains("absent.yaml does not exist"), "{message}");
 }
+
+#[tokio::test]
+async fn dry_run_escalation_sends_nothing_to_nova() {
+    let mock = Mock::start().await;
+    fresh_services(&mock);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = rules::parse(
+        "mode = \"dry-run\"\n[node]\ndisable_service_on_escalation = true\n",
+        Path::new("policy.toml"),
+    )
+    .expect("test policy is valid");
+    let server = TestServer::start_configured(
+        dir.path().join("novamedic.db"),
+        policy,
+        Some(cloud_settings(&mock, dir.path())),
+    )
+    .await;
+    let mut agent = FakeAgent::connect(server.addr, common::hello("compute-06")).await;
+    wait_for_nova(&server, "compute-06").await;
+    agent.send_report(wedged_report()).await;
+
+    let recorded = wait_for_event(
+        &server,
+        "compute-06",
+        "nova_service_unchanged",
+        "dry run: would disable",
+    )
+    .await;
+    assert_eq!(recorded.actor, "policy");
+    let puts = mock.with(|cloud| {
+        cloud
+            .api_requests()
+            .iter()
+            .filter(|request| request.method == "PUT")
+            .count()
+    });
+    assert_eq!(puts, 0, "dry run changed Nova");
+    assert_eq!(
+        service_of(&mock, "compute-06.example.net")["status"],
+        json!("enabled")
+    );
+    server.stop().await;
+}

@@ -34,13 +34,20 @@ enum Skipped {
 impl Controller {
     /// Disables the node's nova-compute service in Nova after the policy
     /// escalated it, and records the outcome. A service that is already
-    /// disabled is left alone.
-    pub async fn disable_service_on_escalation(&self, node: &str, cause: &str) {
+    /// disabled is left alone. In dry-run mode only the intent is recorded.
+    pub async fn disable_service_on_escalation(&self, node: &str, cause: &str, dry_run: bool) {
         let Some(nova) = self.nova.clone() else {
             return;
         };
         let reason = disabled_reason(cause);
-        let outcome = disable(&nova, node, &reason).await;
+        let outcome = if dry_run {
+            Err(Skipped::Unchanged(format!(
+                "dry run: would disable nova-compute of node {node} in Nova with reason \
+                 {reason:?}; nothing was sent"
+            )))
+        } else {
+            disable(&nova, node, &reason).await
+        };
         let now = now_unix_ms();
         let (event_kind, detail, disabled) = match outcome {
             Ok(service) => (

@@ -140,6 +140,7 @@ impl Controller {
             return;
         }
         let disable_service = engine.policy().node.disable_service_on_escalation;
+        let dry_run = engine.policy().mode == crate::policy::Mode::DryRun;
         drop(engine);
 
         if let Decision::Escalate { reason } = &verdict.decision {
@@ -149,7 +150,7 @@ impl Controller {
                 let reason = reason.clone();
                 tokio::spawn(async move {
                     controller
-                        .disable_service_on_escalation(&node, &reason)
+                        .disable_service_on_escalation(&node, &reason, dry_run)
                         .await;
                 });
             }
