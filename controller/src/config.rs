@@ -3,6 +3,7 @@
 //! Every key is optional. Command-line flags override the file. An unknown
 //! key is an error, so a typo never silently keeps a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +79,56 @@ pub struct ServerConfig {
     pub roles: Roles,
     pub alerting: AlertingConfig,
     pub metrics: MetricsConfig,
+    /// The cloud whose Nova the controller polls; `None` polls nothing.
+    pub openstack: Option<OpenStackSettings>,
 }
+
+/// The `[openstack]` table: which cloud to poll and how often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenStackSettings {
+    /// Cloud name in clouds.yaml; `None` takes the `OS_*` variables of the
+    /// controller's environment, or the only cloud in clouds.yaml.
+    pub cloud: Option<String>,
+    /// clouds.yaml to read instead of the standard search; a secure.yaml
+    /// beside it is merged in.
+    pub clouds_file: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    /// nova's `service_down_time`: a heartbeat older than this is stale.
+    pub service_down_time: Duration,
+    /// Polled data older than this many intervals is ignored by the policy.
+    pub stale_after_polls: u32,
+    /// Node names by Nova service host, for hosts whose name is neither
+    /// the node's name nor its short name.
+    pub host_names: BTreeMap<String, String>,
+}
+
+impl Default for OpenStackSettings {
+    fn default() -> Self {
+        OpenStackSettings {
+            cloud: None,
+            clouds_file: None,
+            poll_interval: Duration::from_secs(DEFAULT_NOVA_POLL_SECONDS),
+            request_timeout: Duration::from_secs(DEFAULT_NOVA_TIMEOUT_SECONDS),
+            service_down_time: Duration::from_secs(DEFAULT_SERVICE_DOWN_TIME_SECONDS),
+            stale_after_polls: DEFAULT_STALE_AFTER_POLLS,
+            host_names: BTreeMap::new(),
+        }
+    }
+}
+
+impl OpenStackSettings {
+    /// Age after which polled data no longer counts for the policy.
+    pub fn stale_after(&self) -> Duration {
+        self.poll_interval * self.stale_after_polls
+    }
+}
+
+const DEFAULT_NOVA_POLL_SECONDS: u64 = 30;
+const DEFAULT_NOVA_TIMEOUT_SECONDS: u64 = 10;
+/// nova's own default for `[DEFAULT] service_down_time`.
+const DEFAULT_SERVICE_DOWN_TIME_SECONDS: u64 = 60;
+const DEFAULT_STALE_AFTER_POLLS: u32 = 3;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -96,6 +146,7 @@ impl Default for ServerConfig {
             roles: Roles::default(),
             alerting: AlertingConfig::default(),
             metrics: MetricsConfig::default(),
+            openstack: None,
         }
     }
 }
@@ -116,6 +167,20 @@ struct FileConfig {
     roles: Option<RolesFile>,
     alerting: Option<AlertingFile>,
     metrics: Option<MetricsFile>,
+    openstack: Option<OpenStackFile>,
+}
+
+/// The `[openstack]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenStackFile {
+    cloud: Option<String>,
+    clouds_file: Option<PathBuf>,
+    poll_interval_seconds: Option<u64>,
+    request_timeout_seconds: Option<u64>,
+    service_down_time_seconds: Option<u64>,
+    stale_after_polls: Option<u32>,
+    host_names: Option<BTreeMap<String, String>>,
 }
 
 /// The `[tls]` table.
@@ -257,12 +322,18 @@ pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
         viewers: roles.viewers.unwrap_or_default(),
     };
 
+    let openstack = match file.openstack {
+        None => None,
+        Some(table) => Some(openstack_settings(table, path)?),
+    };
+
     Ok(ServerConfig {
         listen,
         transport,
         roles,
         alerting,
         metrics,
+        openstack,
         db: file.db.unwrap_or(defaults.db),
         restart: RestartLimits {
             default_wait: Duration::from_secs(default_wait_seconds),
@@ -273,6 +344,103 @@ pub fn parse(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
             .map_or(defaults.shutdown_drain, Duration::from_secs),
         policy_path: file.policy,
         ..defaults
+    })
+}
+
+/// Validates the `[openstack]` table.
+fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSettings, ConfigError> {
+    let defaults = OpenStackSettings::default();
+    let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        value,
+        expected: expected.to_string(),
+    };
+    let seconds = |key, value: Option<u64>, default: Duration, range: (u64, u64)| {
+        let value = value.unwrap_or(default.as_secs());
+        if value < range.0 || value > range.1 {
+            return Err(invalid(
+                key,
+                value.to_string(),
+                &format!("between {} and {} seconds", range.0, range.1),
+            ));
+        }
+        Ok(Duration::from_secs(value))
+    };
+
+    let poll_interval = seconds(
+        "openstack.poll_interval_seconds",
+        table.poll_interval_seconds,
+        defaults.poll_interval,
+        (5, 3_600),
+    )?;
+    let request_timeout = seconds(
+        "openstack.request_timeout_seconds",
+        table.request_timeout_seconds,
+        defaults.request_timeout,
+        (1, 300),
+    )?;
+    let service_down_time = seconds(
+        "openstack.service_down_time_seconds",
+        table.service_down_time_seconds,
+        defaults.service_down_time,
+        (10, 3_600),
+    )?;
+
+    if request_timeout >= poll_interval {
+        return Err(invalid(
+            "openstack.request_timeout_seconds",
+            request_timeout.as_secs().to_string(),
+            &format!(
+                "shorter than poll_interval_seconds ({}), so one poll ends before the next",
+                poll_interval.as_secs()
+            ),
+        ));
+    }
+
+    let stale_after_polls = table
+        .stale_after_polls
+        .unwrap_or(defaults.stale_after_polls);
+    if !(1..=100).contains(&stale_after_polls) {
+        return Err(invalid(
+            "openstack.stale_after_polls",
+            stale_after_polls.to_string(),
+            "between 1 and 100",
+        ));
+    }
+
+    if let Some(cloud) = table
+        .cloud
+        .as_deref()
+        .filter(|cloud| cloud.trim().is_empty())
+    {
+        return Err(invalid(
+            "openstack.cloud",
+            format!("{cloud:?}"),
+            "a cloud name from clouds.yaml; leave the key out to use the OS_* variables",
+        ));
+    }
+
+    let host_names = table.host_names.unwrap_or_default();
+    if let Some((host, node)) = host_names
+        .iter()
+        .find(|(host, node)| host.trim().is_empty() || node.trim().is_empty())
+    {
+        return Err(invalid(
+            "openstack.host_names",
+            format!("{host:?} = {node:?}"),
+            "a Nova service host mapped to a novamedic node name, neither empty",
+        ));
+    }
+
+    Ok(OpenStackSettings {
+        cloud: table.cloud,
+        clouds_file: table.clouds_file,
+        poll_interval,
+        request_timeout,
+        service_down_time,
+        stale_after_polls,
+        host_names,
     })
 }
 
@@ -490,6 +658,91 @@ mod tests {
             (
                 "[metrics]\nlisten = \"127.0.0.1:7400\"",
                 &["`metrics.listen`", "other than the gRPC"],
+            ),
+        ];
+        for (text, fragments) in cases {
+            let message = parse_text(text).expect_err(text).to_string();
+            for fragment in *fragments {
+                assert!(
+                    message.contains(fragment),
+                    "{text:?}: {message:?} lacks {fragment:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn openstack_table_absent_means_no_cloud() {
+        assert_eq!(
+            parse_text("listen = \"127.0.0.1:1\"").unwrap().openstack,
+            None
+        );
+    }
+
+    #[test]
+    fn openstack_table_defaults_and_keys() {
+        let config = parse_text("[openstack]\n").unwrap();
+        assert_eq!(config.openstack, Some(OpenStackSettings::default()));
+
+        let config = parse_text(
+            "[openstack]\ncloud = \"prod\"\nclouds_file = \"/etc/novamedic/clouds.yaml\"\n\
+             poll_interval_seconds = 20\nrequest_timeout_seconds = 5\n\
+             service_down_time_seconds = 90\nstale_after_polls = 4\n\
+             [openstack.host_names]\n\"cn-1.nova.example.net\" = \"cn-1-mgmt\"\n",
+        )
+        .unwrap();
+        let settings = config.openstack.expect("an [openstack] table");
+        assert_eq!(settings.cloud.as_deref(), Some("prod"));
+        assert_eq!(
+            settings.clouds_file,
+            Some(PathBuf::from("/etc/novamedic/clouds.yaml"))
+        );
+        assert_eq!(settings.poll_interval, Duration::from_secs(20));
+        assert_eq!(settings.request_timeout, Duration::from_secs(5));
+        assert_eq!(settings.service_down_time, Duration::from_secs(90));
+        assert_eq!(settings.stale_after(), Duration::from_secs(80));
+        assert_eq!(
+            settings
+                .host_names
+                .get("cn-1.nova.example.net")
+                .map(String::as_str),
+            Some("cn-1-mgmt")
+        );
+    }
+
+    #[test]
+    fn openstack_errors_name_key_and_fix() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[openstack]\npoll_interval_seconds = 1",
+                &[
+                    "`openstack.poll_interval_seconds`",
+                    "1",
+                    "between 5 and 3600",
+                ],
+            ),
+            (
+                "[openstack]\npoll_interval_seconds = 10\nrequest_timeout_seconds = 10",
+                &[
+                    "`openstack.request_timeout_seconds`",
+                    "shorter than poll_interval_seconds (10)",
+                ],
+            ),
+            (
+                "[openstack]\nstale_after_polls = 0",
+                &["`openstack.stale_after_polls`", "between 1 and 100"],
+            ),
+            (
+                "[openstack]\ncloud = \" \"",
+                &["`openstack.cloud`", "OS_* variables"],
+            ),
+            (
+                "[openstack.host_names]\n\"cn-1\" = \"\"",
+                &["`openstack.host_names`", "\"cn-1\""],
+            ),
+            (
+                "[openstack]\ncloud_name = \"x\"",
+                &["unknown field `cloud_name`"],
             ),
         ];
         for (text, fragments) in cases {

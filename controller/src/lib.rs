@@ -13,10 +13,9 @@
 //! - [`config`]: the controller's TOML file.
 //! - [`cli`]: the `novamedic` command line, server and operator client in one.
 //! - [`openstack`]: a small OpenStack API client (Keystone, Nova, Glance,
-//!   Neutron, Cinder), used only by `novamedic diagnose`.
-//! - [`alerting`]: alerts to Alertmanager and JSON webhooks, and the
-//!   mass-disconnect detector. Delivery runs on its own tasks.
-//! - [`metrics`]: Prometheus counters and the `/metrics` listener.
+//!   Neutron, Cinder), used by `novamedic diagnose` and [`nova_view`].
+//! - [`nova_view`]: Nova's own view of the fleet, polled for the policy and
+//!   for operators when a cloud is configured.
 //! - [`diagnose`]: why an instance is in ERROR, from the OpenStack APIs and
 //!   the fleet's reports.
 
@@ -30,6 +29,7 @@ pub mod controller;
 pub mod diagnose;
 pub mod fleet;
 pub mod metrics;
+pub mod nova_view;
 pub mod openstack;
 pub mod operator_api;
 pub mod policy;

@@ -55,7 +55,10 @@ impl OperatorService for OperatorApi {
         request: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
         self.require(&request, Role::Viewer, "")?;
-        let nodes = self.controller.fleet().statuses();
+        let mut nodes = self.controller.fleet().statuses();
+        for status in &mut nodes {
+            status.nova = Some(self.controller.nova_node_view(&status.node));
+        }
         Ok(Response::new(v1::ListNodesResponse {
             nodes,
             insecure_plaintext: self.authority.plaintext,
@@ -69,7 +72,10 @@ impl OperatorService for OperatorApi {
         self.require(&request, Role::Viewer, "")?;
         let node = request.into_inner().node;
         match self.controller.fleet().status(node.trim()) {
-            Some(status) => Ok(Response::new(status)),
+            Some(mut status) => {
+                status.nova = Some(self.controller.nova_node_view(&status.node));
+                Ok(Response::new(status))
+            }
             None => Err(unknown_node(node.trim())),
         }
     }
@@ -212,6 +218,7 @@ impl OperatorService for OperatorApi {
         let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
         let node = self.known_node(&request.node)?;
+        let mut disabled_by_novamedic = None;
         let status = self
             .controller
             .control_policy(
@@ -220,9 +227,15 @@ impl OperatorService for OperatorApi {
                 "handed back to automation; restart history cleared".into(),
                 |engine| {
                     engine.clear(&node);
+                    disabled_by_novamedic = engine.take_service_disabled(&node);
                 },
             )
             .await;
+        if let Some(disabled) = disabled_by_novamedic {
+            self.controller
+                .enable_service_after_clear(&node, &requested_by, disabled)
+                .await;
+        }
         Ok(Response::new(status))
     }
 }

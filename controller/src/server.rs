@@ -20,6 +20,7 @@ use crate::auth::Authority;
 use crate::config::{ServerConfig, Transport};
 use crate::controller::Controller;
 use crate::metrics::Metrics;
+use crate::nova_view::NovaWatch;
 use crate::operator_api::OperatorApi;
 use crate::store::Store;
 use crate::tls_listener::ServerTls;
@@ -111,18 +112,21 @@ async fn run(
     };
     let metrics = Arc::new(Metrics::default());
     let alerter = Arc::new(Alerter::new(&config.alerting, Arc::clone(&metrics))?);
+    let nova = nova_watch(config)?;
     let store = Store::open(&config.db).await?;
-    let controller = Arc::new(
-        Controller::load(
-            store,
-            config.restart.clone(),
-            config.policy.clone(),
-            config.policy_source.clone(),
-            Arc::clone(&alerter),
-            metrics,
-        )
-        .await?,
-    );
+    let mut controller = Controller::load(
+        store,
+        config.restart.clone(),
+        config.policy.clone(),
+        config.policy_source.clone(),
+        Arc::clone(&alerter),
+        metrics,
+    )
+    .await?;
+    if let Some(nova) = &nova {
+        controller = controller.with_nova(Arc::clone(nova));
+    }
+    let controller = Arc::new(controller);
     let authority = Arc::new(Authority {
         plaintext: tls.is_none(),
         roles: config.roles.clone(),
@@ -143,6 +147,9 @@ async fn run(
             metrics_listener,
             Arc::clone(&controller),
         )));
+    }
+    if let Some(nova) = nova {
+        background.push(tokio::spawn(crate::nova_view::poll::poll_forever(nova)));
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -191,6 +198,28 @@ async fn run(
     controller.store().close().await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Builds the Nova poller of the `[openstack]` table, or none without one.
+/// A policy that disables services on escalation needs it.
+fn nova_watch(config: &ServerConfig) -> anyhow::Result<Option<Arc<NovaWatch>>> {
+    let Some(settings) = &config.openstack else {
+        anyhow::ensure!(
+            !config.policy.node.disable_service_on_escalation,
+            "the policy {} sets disable_service_on_escalation, but no cloud is configured: add \
+             an [openstack] table to the controller's configuration or set it to false",
+            config.policy_source
+        );
+        tracing::info!("no cloud configured; Nova's view of the fleet is not polled");
+        return Ok(None);
+    };
+    let current_dir = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let client = crate::nova_view::connect(
+        settings,
+        &crate::openstack::config::process_environment(),
+        &current_dir,
+    )?;
+    Ok(Some(Arc::new(NovaWatch::new(client, settings.clone()))))
 }
 
 /// Waits for the server to finish its open requests, and cuts them after

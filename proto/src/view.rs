@@ -42,6 +42,90 @@ pub struct NodeView {
     /// The agent's latest RPC call to nova-compute; `null` before the first
     /// probe, with the probe disabled, or from an agent that predates it.
     pub rpc_probe: Option<RpcProbeView>,
+    /// Nova's own record of the node as the controller polled it; `null` in
+    /// `check` output and from controllers that predate it.
+    pub nova: Option<NovaView>,
+}
+
+/// Nova's view of one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NovaView {
+    pub source: NovaSourceView,
+    /// `null` when no os-services record maps to the node, or before the
+    /// first poll.
+    pub service: Option<NovaServiceView>,
+    /// Instances on the node in the middle of an operation.
+    pub work_in_progress: Vec<String>,
+}
+
+/// The source of the controller's view of Nova: cloud, poll times, errors.
+#[derive(Debug, Clone, Serialize)]
+pub struct NovaSourceView {
+    /// False when the controller has no `[openstack]` table.
+    pub configured: bool,
+    pub cloud: Option<String>,
+    /// Last successful os-services poll; `null` before the first one.
+    pub services_polled_at: Option<String>,
+    /// The latest os-services poll's error; `null` when it succeeded.
+    pub services_error: Option<String>,
+    pub servers_polled_at: Option<String>,
+    pub servers_error: Option<String>,
+    pub poll_interval_seconds: u64,
+    /// Data older than this is shown but not used by the policy.
+    pub stale_after_seconds: u64,
+}
+
+/// One nova-compute service record.
+#[derive(Debug, Clone, Serialize)]
+pub struct NovaServiceView {
+    pub id: String,
+    pub host: String,
+    /// `up` or `down`: whether Nova received the service's heartbeat within
+    /// `service_down_time`.
+    pub state: String,
+    /// `enabled` or `disabled`: whether the scheduler may use the host.
+    pub status: String,
+    /// Nova's `updated_at`, UTC without a zone, as Nova returned it.
+    pub updated_at: Option<String>,
+    /// Age of `updated_at` at the poll by Nova's clock; `null` without one.
+    pub heartbeat_age_seconds: Option<i64>,
+    pub disabled_reason: Option<String>,
+    pub forced_down: bool,
+}
+
+impl NovaSourceView {
+    pub fn from_wire(source: &v1::NovaSource) -> Self {
+        NovaSourceView {
+            configured: source.configured,
+            cloud: non_empty(source.cloud.clone()),
+            services_polled_at: rfc3339_from_unix_ms(source.services_polled_at_unix_ms),
+            services_error: non_empty(source.services_error.clone()),
+            servers_polled_at: rfc3339_from_unix_ms(source.servers_polled_at_unix_ms),
+            servers_error: non_empty(source.servers_error.clone()),
+            poll_interval_seconds: source.poll_interval_seconds,
+            stale_after_seconds: source.stale_after_seconds,
+        }
+    }
+}
+
+impl NovaView {
+    pub fn from_wire(nova: &v1::NovaNodeView) -> Self {
+        NovaView {
+            source: NovaSourceView::from_wire(&nova.source.clone().unwrap_or_default()),
+            service: nova.service.as_ref().map(|service| NovaServiceView {
+                id: service.id.clone(),
+                host: service.host.clone(),
+                state: service.state.clone(),
+                status: service.status.clone(),
+                updated_at: non_empty(service.updated_at.clone()),
+                heartbeat_age_seconds: (service.heartbeat_age_seconds >= 0)
+                    .then_some(service.heartbeat_age_seconds),
+                disabled_reason: non_empty(service.disabled_reason.clone()),
+                forced_down: service.forced_down,
+            }),
+            work_in_progress: nova.work_in_progress.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -353,6 +437,9 @@ pub struct PolicyView {
     pub policy: serde_json::Value,
     pub paused: Option<PolicyPauseView>,
     pub nodes: Vec<NodePolicyView>,
+    /// The source of Nova's view that feeds the policy; `null` from
+    /// controllers that predate it.
+    pub nova_source: Option<NovaSourceView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -400,6 +487,7 @@ impl PolicyView {
                     last_decision: non_empty(node.last_decision.clone()),
                 })
                 .collect(),
+            nova_source: status.nova_source.as_ref().map(NovaSourceView::from_wire),
         }
     }
 }
@@ -449,6 +537,7 @@ impl NodeView {
         view.protocol_version = status.protocol_version;
         view.capabilities = status.capabilities.clone();
         view.report_interval_ms = status.report_interval_ms;
+        view.nova = status.nova.as_ref().map(NovaView::from_wire);
         view
     }
 
@@ -547,6 +636,7 @@ impl NodeView {
             },
             log: report.log.as_ref().map(LogView::from_wire),
             rpc_probe: report.rpc_probe.as_ref().map(RpcProbeView::from_wire),
+            nova: None,
         }
     }
 

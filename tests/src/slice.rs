@@ -278,6 +278,8 @@ pub struct Controller {
     starts: u32,
     /// Text of the policy file; `None` keeps the built-in policy.
     policy: Option<String>,
+    /// Tables appended to controller.toml, such as `[openstack]`.
+    extra_config: String,
 }
 
 impl Controller {
@@ -304,6 +306,7 @@ impl Controller {
             child: None,
             starts: 0,
             policy,
+            extra_config: String::new(),
         };
         let tls_dir = controller.tls_dir();
         issue::init_ca(&tls_dir, "slice CA")?;
@@ -351,6 +354,17 @@ impl Controller {
             text.push_str(&fs::read_to_string(path).unwrap_or_default());
         }
         text
+    }
+
+    /// Directory of the controller's config, database and logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Appends `text` to controller.toml and restarts the controller with it.
+    pub fn restart_with_config(&mut self, text: &str) -> Result<()> {
+        self.extra_config = text.to_string();
+        self.restart()
     }
 
     /// Starts the controller again on the same port and database; stops
@@ -521,9 +535,10 @@ impl Controller {
         format!(
             "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n{policy}\n[tls]
              cert = \"{tls}/controller-localhost.crt\"\nkey = \"{tls}/controller-localhost.key\"\n\
-             ca = \"{tls}/ca.crt\"\ncrl = \"{tls}/ca.crl\"\n\n[roles]\noperators = [\"{OPERATOR}\"]\n",
+             ca = \"{tls}/ca.crt\"\ncrl = \"{tls}/ca.crl\"\n\n[roles]\noperators = [\"{OPERATOR}\"]\n{}",
             self.port,
             db.display(),
+            self.extra_config,
             tls = tls.display(),
         )
     }

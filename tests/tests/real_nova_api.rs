@@ -17,7 +17,7 @@ fn oversized_server_fails_with_fault() {
     let Some((env, rootfs)) = require_nova_env() else {
         return;
     };
-    let controller = Controller::start(&env).expect("controller starts");
+    let mut controller = Controller::start(&env).expect("controller starts");
     let node = boot_nova_node(&env, &rootfs, "realnova-api", &controller)
         .unwrap_or_else(|err| panic!("nova node boots: {err:#}"));
     let api = NovaApi::start(&node).unwrap_or_else(|err| panic!("nova-api starts: {err:#}"));
@@ -132,6 +132,60 @@ fn oversized_server_fails_with_fault() {
     assert!(
         !diagnosis.to_string().contains(api.token()),
         "the token leaked into the report: {diagnosis}"
+    );
+    // The controller polls the same os-services and shows the node's
+    // service as up and enabled. Nova's host name differs from the node's,
+    // so [openstack.host_names] maps it.
+    let clouds = controller.dir().join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            "clouds:\n  realnova:\n    auth_type: token\n    auth:\n      token: \"{}\"\n    \
+             compute_endpoint_override: {}/v2.1\n",
+            api.token(),
+            api.base_url()
+        ),
+    )
+    .expect("write clouds.yaml");
+    let nova_host = compute["host"].as_str().unwrap_or_default().to_string();
+    controller
+        .restart_with_config(&format!(
+            "\n[openstack]\ncloud = \"realnova\"\nclouds_file = \"{}\"\npoll_interval_seconds = 5\n\
+             request_timeout_seconds = 4\n\n[openstack.host_names]\n\"{nova_host}\" = \"{}\"\n",
+            clouds.display(),
+            node.name()
+        ))
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let nova = loop {
+        let nova = controller
+            .node(node.name())
+            .ok()
+            .flatten()
+            .map(|status| status["nova"].clone())
+            .unwrap_or_default();
+        if nova["service"]["state"] == "up" || std::time::Instant::now() > deadline {
+            break nova;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    assert_eq!(
+        nova["service"]["state"],
+        "up",
+        "{nova}\n{}",
+        controller.log()
+    );
+    assert_eq!(nova["service"]["status"], "enabled", "{nova}");
+    assert_eq!(nova["service"]["host"], nova_host.as_str(), "{nova}");
+    assert_eq!(
+        nova["source"]["services_error"],
+        serde_json::Value::Null,
+        "{nova}"
+    );
+    assert_eq!(
+        nova["source"]["servers_error"],
+        serde_json::Value::Null,
+        "{nova}"
     );
     // Memory of the stack with the API units, for the test environment's notes.
     if let Ok(ps) = node

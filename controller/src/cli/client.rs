@@ -211,7 +211,9 @@ pub async fn policy(target: &Target, format: OutputFormat, call: PolicyCall) -> 
     let view = PolicyView::from_wire(&status);
     match format {
         OutputFormat::Json => print_json(&view)?,
-        OutputFormat::Table | OutputFormat::Markdown => write_stdout(&render::policy(&view))?,
+        OutputFormat::Table | OutputFormat::Markdown => {
+            write_stdout(&render::policy(&view, crate::clock::now_unix_ms()))?
+        }
     }
     Ok(0)
 }

@@ -10,6 +10,8 @@ use novamedic_proto::view::{
 use super::table::{escape_control, Table};
 use crate::clock::format_age;
 
+mod nova;
+
 /// Formats one line per node, with the reasons of nodes that need attention
 /// on lines below.
 pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
@@ -25,6 +27,7 @@ pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
         "MEMORY",
         "INSTANCES FREE",
         "GUESTS",
+        "NOVA",
         "LAST SEEN",
     ]);
     for status in statuses {
@@ -54,9 +57,12 @@ pub fn nodes(statuses: &[v1::NodeStatus], now_unix_ms: i64) -> String {
             } else {
                 "-".into()
             },
+            nova::cell(view.nova.as_ref(), now_unix_ms),
             last_seen(status, now_unix_ms),
         ];
-        table.push(cells, notes(&view));
+        let mut notes = notes(&view);
+        notes.extend(nova::notes(view.nova.as_ref()));
+        table.push(cells, notes);
     }
     table.render()
 }
@@ -86,6 +92,7 @@ pub fn node(status: &v1::NodeStatus, now_unix_ms: i64) -> String {
         "First seen",
         &time_and_age(status.first_seen_unix_ms, now_unix_ms),
     );
+    nova::lines(&mut out, view.nova.as_ref(), now_unix_ms);
     if status.report.is_none() {
         field(&mut out, "Report", "none received yet");
         return out;
@@ -154,8 +161,9 @@ pub fn events(events: &[v1::Event]) -> String {
     table.render()
 }
 
-/// Formats the policy status: mode, pause, and the nodes with policy state.
-pub fn policy(view: &PolicyView) -> String {
+/// Formats the policy status: mode, pause, Nova's view, and the nodes with
+/// policy state.
+pub fn policy(view: &PolicyView, now_unix_ms: i64) -> String {
     let mut out = String::new();
     field(&mut out, "Mode", &view.mode);
     field(&mut out, "Policy file", &view.source);
@@ -211,6 +219,9 @@ pub fn policy(view: &PolicyView) -> String {
                 fleet["max_restarts_per_window"]
             ),
         );
+    }
+    if let Some(source) = &view.nova_source {
+        nova::source_lines(&mut out, "Nova", source, now_unix_ms);
     }
     if view.nodes.is_empty() {
         out.push_str("\nNo node is silenced, needs a human or has automated restarts.\n");

@@ -9,6 +9,7 @@
 
 mod alerts;
 mod metrics;
+mod nova;
 pub mod policy;
 mod restart;
 mod throttle;
@@ -26,6 +27,7 @@ use crate::alerting::disconnect::MassDisconnect;
 use crate::alerting::Alerter;
 use crate::clock::now_unix_ms;
 use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
+use crate::nova_view::NovaWatch;
 use crate::policy::{Policy, PolicyState};
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
 use policy::PolicyRunner;
@@ -60,6 +62,8 @@ pub struct Controller {
     metrics: Arc<crate::metrics::Metrics>,
     alerter: Arc<Alerter>,
     disconnects: Mutex<MassDisconnect>,
+    /// Nova's view of the fleet, when a cloud is configured.
+    nova: Option<Arc<NovaWatch>>,
 }
 
 impl Controller {
@@ -99,9 +103,33 @@ impl Controller {
             metrics,
             alerter,
             disconnects,
+            nova: None,
         };
         controller.sync_policy_alerts(controller.policy.engine.lock().await.state());
         Ok(controller)
+    }
+
+    /// Attaches Nova's view, polled elsewhere, to the policy and the
+    /// operator API.
+    pub fn with_nova(mut self, nova: Arc<NovaWatch>) -> Self {
+        self.nova = Some(nova);
+        self
+    }
+
+    pub fn nova(&self) -> Option<&Arc<NovaWatch>> {
+        self.nova.as_ref()
+    }
+
+    /// Returns Nova's view of the node for operators, or the source's
+    /// "no cloud configured" when there is none.
+    pub fn nova_node_view(&self, node: &str) -> v1::NovaNodeView {
+        match &self.nova {
+            Some(nova) => nova.node_view(node),
+            None => v1::NovaNodeView {
+                source: Some(crate::nova_view::unconfigured_source()),
+                ..v1::NovaNodeView::default()
+            },
+        }
     }
 
     pub fn fleet(&self) -> &Fleet {

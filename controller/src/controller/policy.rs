@@ -84,11 +84,9 @@ pub fn observation_from_report(report: &v1::NodeReport, at_unix_ms: i64) -> Obse
                 .map(|verdict| verdict.reason.clone())
                 .unwrap_or_default(),
         },
-        // NOTE: nova's service records and instance task states need the
-        // OpenStack client; until the controller reads them, the heartbeat
-        // check sees nothing and work in progress is only what the agent
-        // sees on the node: incoming live migrations. A migration away from
-        // the node shows nothing on qemu's command line.
+        // Nova's view is added by `evaluate_policy` when a cloud is
+        // configured. NOTE: a live migration away from the node shows
+        // nothing on qemu's command line, so only incoming ones hold.
         service: None,
         work_in_progress: incoming_migrations(report),
         dependency_returned: report
@@ -152,7 +150,12 @@ impl Controller {
     /// Runs the policy on one node's observation: records a changed decision
     /// with the policy state, and starts an automated restart when the
     /// engine decides one.
-    pub async fn evaluate_policy(self: &Arc<Self>, node: &str, observation: Observation) {
+    pub async fn evaluate_policy(self: &Arc<Self>, node: &str, mut observation: Observation) {
+        if let Some(nova) = &self.nova {
+            let inputs = nova.policy_inputs(node, observation.at_unix_ms);
+            observation.service = inputs.service;
+            observation.work_in_progress = inputs.work_in_progress;
+        }
         let mut engine = self.policy.engine.lock().await;
         let jitter_ms = rand::rng().random_range(0..=engine.policy().fleet.jitter_seconds * 1_000);
         let verdict = engine.observe(node, &observation, self.fleet.len(), jitter_ms);
@@ -182,7 +185,22 @@ impl Controller {
             }
             return;
         }
+        let disable_service = engine.policy().node.disable_service_on_escalation;
+        let dry_run = engine.policy().mode == crate::policy::Mode::DryRun;
         drop(engine);
+
+        if let Decision::Escalate { reason } = &verdict.decision {
+            if disable_service {
+                let controller = Arc::clone(self);
+                let node = node.to_string();
+                let reason = reason.clone();
+                tokio::spawn(async move {
+                    controller
+                        .disable_service_on_escalation(&node, &reason, dry_run)
+                        .await;
+                });
+            }
+        }
 
         if let Decision::Restart {
             condition,
@@ -221,7 +239,7 @@ impl Controller {
     /// Returns the policy in force and its state, for operators.
     pub async fn policy_status(&self) -> v1::PolicyStatus {
         let engine = self.policy.engine.lock().await;
-        policy_status(&engine, &self.policy.source)
+        policy_status(&engine, &self.policy.source, self.nova_source())
     }
 
     /// Applies an operator's change to the policy state and records it.
@@ -252,7 +270,13 @@ impl Controller {
         {
             tracing::error!(error = %crate::error_chain(&err), "cannot save the policy state");
         }
-        policy_status(&engine, &self.policy.source)
+        policy_status(&engine, &self.policy.source, self.nova_source())
+    }
+
+    fn nova_source(&self) -> v1::NovaSource {
+        self.nova
+            .as_ref()
+            .map_or_else(crate::nova_view::unconfigured_source, |nova| nova.source())
     }
 }
 
@@ -371,7 +395,7 @@ fn rfc3339(unix_ms: i64) -> String {
 /// a restart history, a silence, an escalation or a restart in flight.
 /// Other nodes are left out with their streaks, so after a restart a condition is
 /// confirmed again from the start, which only delays an action.
-fn persistent_json(state: &PolicyState) -> String {
+pub(super) fn persistent_json(state: &PolicyState) -> String {
     let persistent = PolicyState {
         pause: state.pause.clone(),
         next_restart_unix_ms: state.next_restart_unix_ms,
@@ -391,15 +415,17 @@ fn worth_keeping(node: &NodePolicy) -> bool {
         || node.needs_human.is_some()
         || node.in_flight.is_some()
         || node.reset_failed_sent_unix_ms.is_some()
+        || node.service_disabled.is_some()
 }
 
-fn policy_status(engine: &Engine, source: &str) -> v1::PolicyStatus {
+fn policy_status(engine: &Engine, source: &str, nova_source: v1::NovaSource) -> v1::PolicyStatus {
     let state = engine.state();
     let policy = engine.policy();
     v1::PolicyStatus {
         mode: policy.mode.to_string(),
         source: source.to_string(),
         policy_json: serde_json::to_string(policy).expect("the policy serialises to JSON"),
+        nova_source: Some(nova_source),
         pause: state.pause.as_ref().map(|pause| v1::PolicyPause {
             since_unix_ms: pause.since_unix_ms,
             by: pause.by.clone(),

@@ -32,3 +32,14 @@ pub const POLICY_DECISION: &str = "policy_decision";
 pub const STORM_GUARD: &str = "storm_guard";
 /// An operator paused, resumed, silenced, unsilenced or cleared automation.
 pub const POLICY_CONTROL: &str = "policy_control";
+/// novamedic disabled a node's nova-compute service in Nova because the node
+/// needs a human (`disable_service_on_escalation`).
+pub const NOVA_SERVICE_DISABLED: &str = "nova_service_disabled";
+/// novamedic enabled again the service it had disabled, after an operator
+/// cleared the node.
+pub const NOVA_SERVICE_ENABLED: &str = "nova_service_enabled";
+/// novamedic left a node's service in Nova as it was, and why: already
+/// disabled, disabled again by someone else, or not found.
+pub const NOVA_SERVICE_UNCHANGED: &str = "nova_service_unchanged";
+/// A change of a node's service in Nova failed.
+pub const NOVA_SERVICE_CHANGE_FAILED: &str = "nova_service_change_failed";

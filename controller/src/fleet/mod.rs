@@ -483,6 +483,8 @@ impl NodeState {
             report: self.report.clone(),
             first_seen_unix_ms: self.first_seen_unix_ms,
             report_interval_ms: self.hello.report_interval_ms,
+            // Added by the operator API, which has the Nova view.
+            nova: None,
         }
     }
 }

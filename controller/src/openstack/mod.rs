@@ -1,6 +1,7 @@
-//! A small OpenStack client for the calls `novamedic diagnose` makes:
-//! Keystone v3 authentication and its service catalog, and GETs on Nova,
-//! Glance, Neutron and Cinder.
+//! A small OpenStack client for the calls `novamedic diagnose` and the
+//! controller's Nova poller make: Keystone v3 authentication and its service
+//! catalog, GETs on Nova, Glance, Neutron and Cinder, and the one write,
+//! `PUT /os-services/{id}`, that disables or enables a compute service.
 //!
 //! - [`config`]: credentials from clouds.yaml, secure.yaml, `OS_*` variables
 //!   and flags, in the `openstack` command line's order.

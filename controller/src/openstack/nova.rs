@@ -131,6 +131,65 @@ pub async fn compute_services(
     Ok(body.services)
 }
 
+/// `GET /os-services?binary=nova-compute` for every host, with the
+/// response's `Date` header: Nova's clock, against which `updated_at` (UTC
+/// without a zone) is compared.
+pub async fn all_compute_services(
+    client: &Client,
+) -> Result<(Vec<ComputeService>, Option<time::OffsetDateTime>), ApiError> {
+    let (body, date): (ServicesBody, _) = client
+        .get_dated(
+            Service::Compute,
+            "/os-services",
+            &[("binary", "nova-compute".to_string())],
+        )
+        .await?;
+    Ok((body.services, date))
+}
+
+/// Lists every server, in every project, whose task state is one of
+/// `task_states`, all pages. Nova filters on the task state itself (the
+/// filter takes repeated values), so the reply holds only busy servers.
+pub async fn servers_in_task_states(
+    client: &Client,
+    task_states: &[&str],
+) -> Result<Vec<Server>, ApiError> {
+    let mut query = vec![("all_tenants", "1".to_string())];
+    query.extend(
+        task_states
+            .iter()
+            .map(|state| ("task_state", (*state).to_string())),
+    );
+    list_servers(client, &query).await
+}
+
+/// `PUT /os-services/{id}` (compute 2.53 and later): sets the service's
+/// status, with `disabled_reason` when disabling.
+pub async fn set_service_status(
+    client: &Client,
+    id: &str,
+    enabled: bool,
+    disabled_reason: &str,
+) -> Result<ComputeService, ApiError> {
+    #[derive(Deserialize)]
+    struct ServiceBody {
+        service: ComputeService,
+    }
+    let body = if enabled {
+        serde_json::json!({"status": "enabled"})
+    } else {
+        serde_json::json!({"status": "disabled", "disabled_reason": disabled_reason})
+    };
+    let reply: ServiceBody = client
+        .put(
+            Service::Compute,
+            &format!("/os-services/{}", segment(id)),
+            &body,
+        )
+        .await?;
+    Ok(reply.service)
+}
+
 /// Percent-encodes a value for use as one URL path segment.
 pub(crate) fn segment(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());

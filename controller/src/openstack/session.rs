@@ -186,6 +186,39 @@ impl Client {
         decode(service, path, &body)
     }
 
+    /// GETs `path` like [`Client::get`] and also returns the response's
+    /// `Date` header, the service's own clock, when it has a valid one.
+    pub async fn get_dated<T: DeserializeOwned>(
+        &self,
+        service: Service,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(T, Option<OffsetDateTime>), ApiError> {
+        let url = format!("{}{path}", self.endpoint(service).await?);
+        let (headers, body) = self.get_url(service, &url, query).await?;
+        Ok((decode(service, path, &body)?, date_header(&headers)))
+    }
+
+    /// PUTs the JSON `body` to `path` below `service`'s endpoint and decodes
+    /// the JSON response.
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        service: Service,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{path}", self.endpoint(service).await?);
+        let (_, response) = self
+            .send(Method::PUT, service, &url, &[], Some(body))
+            .await?;
+        serde_json::from_str(&response).map_err(|err| ApiError::Decode {
+            service,
+            method: "PUT",
+            path: path.to_string(),
+            cause: err.to_string(),
+        })
+    }
+
     /// GETs every page of a collection: the items under `items_key`,
     /// following the `rel: next` link under `links_key` until it is absent.
     /// Only the link's query string is used, on the catalog's URL, so the
@@ -275,14 +308,27 @@ impl Client {
         })
     }
 
-    /// Sends one GET with the token and the service's headers. A 401 on a
-    /// Keystone token renews the token and retries once.
+    /// Sends one GET with the token and the service's headers.
     async fn get_url(
         &self,
         service: Service,
         url: &str,
         query: &[(&str, String)],
     ) -> Result<(HeaderMap, String), ApiError> {
+        self.send(Method::GET, service, url, query, None).await
+    }
+
+    /// Sends one request with the token and the service's headers. A 401 on
+    /// a Keystone token renews the token and retries once.
+    async fn send(
+        &self,
+        method: Method,
+        service: Service,
+        url: &str,
+        query: &[(&str, String)],
+        json_body: Option<&Value>,
+    ) -> Result<(HeaderMap, String), ApiError> {
+        let method_name = method_name(&method);
         let path = path_of(url);
         let mut renewed = false;
         loop {
@@ -293,11 +339,14 @@ impl Client {
             };
             let mut request = self
                 .http
-                .request(Method::GET, url)
+                .request(method.clone(), url)
                 .timeout(self.timeout)
                 .header(ACCEPT, "application/json")
                 .header("X-Auth-Token", secret_header(&token)?)
                 .query(query);
+            if let Some(json_body) = json_body {
+                request = request.json(json_body);
+            }
             if service == Service::Compute {
                 let version = self.negotiate_compute_version(&token, url).await;
                 request = request.header("OpenStack-API-Version", format!("compute {version}"));
@@ -305,15 +354,15 @@ impl Client {
             let response = request
                 .send()
                 .await
-                .map_err(|err| self.transport_error(service, "GET", &path, err))?;
+                .map_err(|err| self.transport_error(service, method_name, &path, err))?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = response
                 .text()
                 .await
-                .map_err(|err| self.transport_error(service, "GET", &path, err))?;
+                .map_err(|err| self.transport_error(service, method_name, &path, err))?;
             let request_id = request_id(&headers);
-            tracing::debug!(%service, path, status = status.as_u16(), request_id, "OpenStack call");
+            tracing::debug!(%service, method = method_name, path, status = status.as_u16(), request_id, "OpenStack call");
             if status == StatusCode::UNAUTHORIZED && renewable && !renewed {
                 tracing::info!(%service, path, "token rejected; authenticating again");
                 self.forget_token(&token).await;
@@ -323,7 +372,7 @@ impl Client {
             if !status.is_success() {
                 return Err(ApiError::Status {
                     service,
-                    method: "GET",
+                    method: method_name,
                     path,
                     status: status.as_u16(),
                     message: error_message(service, &body),
@@ -606,6 +655,21 @@ fn secret_header(token: &Secret) -> Result<HeaderValue, ApiError> {
     Ok(value)
 }
 
+/// Returns the static name of the methods the client sends, for errors.
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        _ => "GET",
+    }
+}
+
+/// Parses an HTTP `Date` header (RFC 7231 IMF-fixdate, always GMT).
+fn date_header(headers: &HeaderMap) -> Option<OffsetDateTime> {
+    let text = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()
+}
+
 fn request_id(headers: &HeaderMap) -> Option<String> {
     ["x-openstack-request-id", "x-compute-request-id"]
         .iter()
@@ -667,6 +731,18 @@ mod tests {
             choose_version(&json!({"version": ""}), COMPUTE_MICROVERSION),
             None
         );
+    }
+
+    #[test]
+    fn date_header_is_parsed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::DATE,
+            HeaderValue::from_static("Sat, 05 Dec 2026 02:46:09 GMT"),
+        );
+        let date = date_header(&headers).expect("a valid Date header");
+        assert_eq!(date.unix_timestamp(), 1_796_438_769);
+        assert_eq!(date_header(&HeaderMap::new()), None);
     }
 
     #[test]

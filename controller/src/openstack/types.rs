@@ -223,6 +223,9 @@ pub struct Volume {
 /// A nova-compute service record from `os-services`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ComputeService {
+    /// A UUID string from compute 2.53, an integer before.
+    #[serde(default)]
+    pub id: Value,
     #[serde(default)]
     pub host: Option<String>,
     /// `up` or `down`, from the service heartbeat.
@@ -237,4 +240,12 @@ pub struct ComputeService {
     pub forced_down: Option<bool>,
     #[serde(default)]
     pub updated_at: Option<String>,
+}
+
+impl ComputeService {
+    /// Returns the service's UUID, which compute 2.53 and later return
+    /// and which `PUT /os-services/{id}` needs; `None` for an integer id.
+    pub fn uuid(&self) -> Option<&str> {
+        self.id.as_str().filter(|id| !id.is_empty())
+    }
 }

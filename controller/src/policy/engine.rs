@@ -51,6 +51,19 @@ pub struct NodePolicy {
     /// failure episode it belongs to has had its one start.
     #[serde(default)]
     pub reset_failed_sent_unix_ms: Option<i64>,
+    /// The nova-compute service that novamedic disabled in Nova when the
+    /// node escalated; `novamedic clear` enables it again.
+    #[serde(default)]
+    pub service_disabled: Option<DisabledService>,
+}
+
+/// A service novamedic disabled, by its Nova id and the reason it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisabledService {
+    pub id: String,
+    pub host: String,
+    pub reason: String,
+    pub at_unix_ms: i64,
 }
 
 /// A condition's run of consecutive reports.
@@ -629,6 +642,23 @@ impl Engine {
             .nodes
             .get_mut(node)
             .and_then(|n| n.silence.take())
+    }
+
+    /// Remembers that novamedic disabled the node's service in Nova.
+    pub fn mark_service_disabled(&mut self, node: &str, disabled: DisabledService) {
+        self.state
+            .nodes
+            .entry(node.to_string())
+            .or_default()
+            .service_disabled = Some(disabled);
+    }
+
+    /// Forgets and returns the service novamedic disabled for the node.
+    pub fn take_service_disabled(&mut self, node: &str) -> Option<DisabledService> {
+        self.state
+            .nodes
+            .get_mut(node)
+            .and_then(|n| n.service_disabled.take())
     }
 
     /// Clears "needs a human" and the node's restart history, after an

@@ -11,6 +11,12 @@
 //! operator's stop or disable, a dependency outage, work in progress); at
 //! most the configured restarts per node and in flight across the fleet; the
 //! storm guard pauses everything until an operator resumes.
+//!
+//! Nova's view enters through [`observe::Observation::service`] and
+//! [`observe::Observation::work_in_progress`], filled only from data younger
+//! than `stale_after_polls` poll intervals: a Nova outage neither restarts a
+//! node on an old heartbeat nor blocks it forever on an old task
+//! state.
 
 pub mod engine;
 pub mod observe;

@@ -101,6 +101,9 @@ pub struct ServiceState {
     pub service_down_time_seconds: u64,
     pub disabled: bool,
     pub disabled_reason: String,
+    /// An operator marked the service down (`forced_down`), which fences
+    /// the host, for example before an evacuation.
+    pub forced_down: bool,
 }
 
 /// A condition seen in one observation, with the evidence for it.
@@ -256,7 +259,9 @@ impl Observation {
             });
         }
 
-        if let Some(service) = &self.service {
+        // A forced-down service is down because an operator said so; its
+        // heartbeat says nothing about nova-compute.
+        if let Some(service) = self.service.as_ref().filter(|service| !service.forced_down) {
             if !service.up || service.heartbeat_age_seconds > service.service_down_time_seconds {
                 findings.push(Finding {
                     condition: Condition::HeartbeatStale,
@@ -305,7 +310,12 @@ impl Observation {
             )));
         }
         if let Some(service) = &self.service {
-            if service.disabled
+            if service.forced_down {
+                blockers.push(Blocker::DisabledByOperator(
+                    "the nova-compute service is forced down in Nova: an operator fenced the host"
+                        .to_string(),
+                ));
+            } else if service.disabled
                 && !service
                     .disabled_reason
                     .starts_with(NOVA_AUTO_DISABLE_PREFIX)

@@ -147,9 +147,9 @@ pub struct NodeLimits {
     /// further restart in the window.
     pub backoff_seconds: u64,
     /// Disable the node's nova-compute service in Nova when it needs a
-    /// human, so the scheduler stops sending builds to it.
-    /// NOTE: accepted but not yet acted on, because the controller does not
-    /// call Nova on its own; escalation only marks the node.
+    /// human, so the scheduler stops sending builds to it. Needs the
+    /// controller's `[openstack]` table; `novamedic clear` enables the
+    /// service again if novamedic disabled it and nobody changed it since.
     pub disable_service_on_escalation: bool,
 }
 

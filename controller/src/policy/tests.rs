@@ -339,6 +339,7 @@ fn auto_disable_not_operator_blocker() {
             disabled_reason: "AUTO: Failed to connect to libvirt".into(),
             service_down_time_seconds: 60,
             heartbeat_age_seconds: 120,
+            forced_down: false,
         }),
         ..healthy(T0)
     };
@@ -347,6 +348,29 @@ fn auto_disable_not_operator_blocker() {
         observation.findings()[0].condition,
         Condition::HeartbeatStale
     );
+}
+
+#[test]
+fn forced_down_blocks_without_heartbeat_finding() {
+    let observation = Observation {
+        service: Some(ServiceState {
+            up: false,
+            disabled: true,
+            disabled_reason: "evacuating".into(),
+            service_down_time_seconds: 60,
+            heartbeat_age_seconds: 900,
+            forced_down: true,
+        }),
+        ..healthy(T0)
+    };
+    assert!(
+        observation.findings().is_empty(),
+        "a fenced host's missing heartbeat is the operator's doing"
+    );
+    let blockers = observation.blockers();
+    assert_eq!(blockers.len(), 1, "{blockers:?}");
+    assert_eq!(blockers[0].kind(), "disabled_by_operator");
+    assert!(blockers[0].detail().contains("forced down"));
 }
 
 #[test]

@@ -54,6 +54,25 @@ impl TestServer {
         alerting: AlertingConfig,
         with_metrics: bool,
     ) -> Self {
+        Self::start_full(db, policy, alerting, with_metrics, None).await
+    }
+
+    /// Starts a controller with a policy and an `[openstack]` table.
+    pub async fn start_configured(
+        db: PathBuf,
+        policy: novamedic::policy::Policy,
+        openstack: Option<novamedic::config::OpenStackSettings>,
+    ) -> Self {
+        Self::start_full(db, policy, AlertingConfig::default(), false, openstack).await
+    }
+
+    async fn start_full(
+        db: PathBuf,
+        policy: novamedic::policy::Policy,
+        alerting: AlertingConfig,
+        with_metrics: bool,
+        openstack: Option<novamedic::config::OpenStackSettings>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -76,6 +95,7 @@ impl TestServer {
             policy_source: "test".to_string(),
             transport: novamedic::config::Transport::Plaintext,
             alerting,
+            openstack,
             ..ServerConfig::default()
         };
         let (stop, stop_rx) = oneshot::channel::<()>();

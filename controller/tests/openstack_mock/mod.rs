@@ -35,6 +35,10 @@ pub struct Recorded {
     pub token: Option<String>,
     pub microversion: Option<String>,
     pub accept: Option<String>,
+    /// Every query pair in order, repeated keys included.
+    pub query_pairs: Vec<(String, String)>,
+    /// The JSON body of a PUT.
+    pub body: Option<Value>,
 }
 
 /// What the fake cloud holds. Tests fill it before and read it after.
@@ -257,6 +261,8 @@ async fn handle(
         token: token.clone(),
         microversion: header(&headers, "openstack-api-version"),
         accept: header(&headers, "accept"),
+        query_pairs: uri.query().map(url_pairs).unwrap_or_default(),
+        body: serde_json::from_slice(&body).ok(),
     });
 
     if method == Method::POST && path == "/identity/v3/auth/tokens" {
@@ -283,7 +289,26 @@ async fn handle(
             document["version"]["version"] = json!(cloud.compute_max_version);
             reply(StatusCode::OK, document)
         }
-        ["compute", "v2.1", "servers", "detail"] => list_servers(&cloud, &query),
+        ["compute", "v2.1", "servers", "detail"] => {
+            let task_states: Vec<String> = uri
+                .query()
+                .map(url_pairs)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(key, _)| key == "task_state")
+                .map(|(_, value)| value)
+                .collect();
+            list_servers(&cloud, &query, &task_states)
+        }
+        ["compute", "v2.1", "os-services", id] if method == Method::PUT => {
+            let id = id.to_string();
+            let update = cloud
+                .requests
+                .last()
+                .and_then(|request| request.body.clone())
+                .unwrap_or(Value::Null);
+            update_service(&mut cloud, &id, &update)
+        }
         ["compute", "v2.1", "servers", id] => match cloud.servers.get(*id) {
             Some(server) => reply(StatusCode::OK, json!({"server": server})),
             None => not_found_compute(),
@@ -401,9 +426,43 @@ fn authenticate(cloud: &mut Cloud, body: &[u8]) -> Response {
     response
 }
 
-/// `servers/detail` with the `name` (an anchored, escaped regex), `status`
-/// and `limit`/`marker` filters, and a `next` link while more remain.
-fn list_servers(cloud: &Cloud, query: &BTreeMap<String, String>) -> Response {
+/// `PUT os-services/{id}` at 2.53 or later: sets `status` and
+/// `disabled_reason`, as Nova does (enabling clears the reason).
+fn update_service(cloud: &mut Cloud, id: &str, update: &Value) -> Response {
+    let Some(service) = cloud
+        .services
+        .iter_mut()
+        .find(|service| service["id"] == json!(id))
+    else {
+        return not_found_compute();
+    };
+    match update["status"].as_str() {
+        Some("disabled") => {
+            service["status"] = json!("disabled");
+            service["disabled_reason"] = update["disabled_reason"].clone();
+        }
+        Some("enabled") => {
+            service["status"] = json!("enabled");
+            service["disabled_reason"] = Value::Null;
+        }
+        _ => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"badRequest": {"code": 400, "message": "Invalid input for field/attribute status."}}),
+            )
+        }
+    }
+    reply(StatusCode::OK, json!({"service": service.clone()}))
+}
+
+/// `servers/detail` with the `name` (an anchored, escaped regex), `status`,
+/// repeated `task_state` and `limit`/`marker` filters, and a `next` link
+/// while more remain.
+fn list_servers(
+    cloud: &Cloud,
+    query: &BTreeMap<String, String>,
+    task_states: &[String],
+) -> Response {
     let name = query.get("name").map(|pattern| {
         pattern
             .trim_start_matches('^')
@@ -416,6 +475,12 @@ fn list_servers(cloud: &Cloud, query: &BTreeMap<String, String>) -> Response {
         .filter(|server| {
             name.as_ref()
                 .is_none_or(|name| server["name"] == json!(name))
+        })
+        .filter(|server| {
+            task_states.is_empty()
+                || server["OS-EXT-STS:task_state"]
+                    .as_str()
+                    .is_some_and(|state| task_states.iter().any(|wanted| wanted == state))
         })
         .filter(|server| {
             query.get("status").is_none_or(|status| {
@@ -458,9 +523,14 @@ fn list_servers(cloud: &Cloud, query: &BTreeMap<String, String>) -> Response {
             .to_string();
         let mut next_query: Vec<String> = query
             .iter()
-            .filter(|(key, _)| *key != "marker" && *key != "limit")
+            .filter(|(key, _)| *key != "marker" && *key != "limit" && *key != "task_state")
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
+        next_query.extend(
+            task_states
+                .iter()
+                .map(|state| format!("task_state={state}")),
+        );
         next_query.push(format!("limit={limit}"));
         next_query.push(format!("marker={last}"));
         // The link names another host: the client must keep the catalog's.

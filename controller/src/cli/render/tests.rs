@@ -88,6 +88,7 @@ fn sample_status(node: &str, health: v1::HealthStatus, reasons: &[&str]) -> v1::
         report: Some(report),
         first_seen_unix_ms: 500_000,
         report_interval_ms: 10_000,
+        nova: None,
     }
 }
 
@@ -126,6 +127,7 @@ fn nodes_table_row() {
         "MEMORY",
         "INSTANCES FREE",
         "GUESTS",
+        "NOVA",
         "LAST SEEN",
     ] {
         assert!(
@@ -150,12 +152,111 @@ fn nodes_table_row() {
             "10.0 GiB / 64.0 GiB",
             "812.0 GiB",
             "1",
+            "-",
             "3s ago"
         ]
     );
     assert!(lines[2].starts_with("compute-02"));
     assert_eq!(lines[3], "  └ nova-compute.service is failed");
     assert_eq!(lines[4], "  └ agent not connected");
+}
+
+fn nova_source(polled_at_unix_ms: i64) -> v1::NovaSource {
+    v1::NovaSource {
+        configured: true,
+        cloud: "prod".into(),
+        services_polled_at_unix_ms: polled_at_unix_ms,
+        servers_polled_at_unix_ms: polled_at_unix_ms,
+        poll_interval_seconds: 30,
+        stale_after_seconds: 90,
+        ..Default::default()
+    }
+}
+
+fn nova_service(state: &str, status: &str, reason: &str) -> v1::NovaService {
+    v1::NovaService {
+        id: "c350f294-30c9-4f70-858c-e1f3c2f80a0c".into(),
+        host: "compute-01.example.net".into(),
+        state: state.into(),
+        status: status.into(),
+        updated_at: "1970-01-01T00:16:38.000000".into(),
+        heartbeat_age_seconds: 4,
+        disabled_reason: reason.into(),
+        forced_down: false,
+    }
+}
+
+#[test]
+fn nodes_nova_column() {
+    let mut up = sample_status("compute-01", v1::HealthStatus::Healthy, &[]);
+    up.nova = Some(v1::NovaNodeView {
+        source: Some(nova_source(1_000_000)),
+        service: Some(nova_service("up", "enabled", "")),
+        work_in_progress: Vec::new(),
+    });
+    let mut disabled = sample_status("compute-02", v1::HealthStatus::Healthy, &[]);
+    disabled.nova = Some(v1::NovaNodeView {
+        source: Some(nova_source(1_000_000)),
+        service: Some(nova_service("down", "disabled", "hardware check")),
+        work_in_progress: vec!["a1 (web-1) spawning".into()],
+    });
+    let mut stale = sample_status("compute-03", v1::HealthStatus::Healthy, &[]);
+    stale.nova = Some(v1::NovaNodeView {
+        source: Some(nova_source(800_000)),
+        service: Some(nova_service("up", "enabled", "")),
+        work_in_progress: Vec::new(),
+    });
+    let mut unconfigured = sample_status("compute-04", v1::HealthStatus::Healthy, &[]);
+    unconfigured.nova = Some(v1::NovaNodeView::default());
+
+    let text = nodes(&[up, disabled, stale, unconfigured], 1_003_000);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].contains("up/enabled"), "{text}");
+    assert!(lines[2].contains("down/disabled"), "{text}");
+    assert_eq!(lines[3], "  └ nova: disabled: hardware check");
+    assert_eq!(lines[4], "  └ nova: 1 instance(s) mid-operation");
+    assert!(lines[5].contains("up/enabled (stale)"), "{text}");
+    let last_row: Vec<&str> = lines[6]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(last_row[last_row.len() - 2], "-", "{text}");
+}
+
+#[test]
+fn node_show_nova_lines() {
+    let mut status = sample_status("compute-01", v1::HealthStatus::Healthy, &[]);
+    let mut source = nova_source(1_000_000);
+    source.servers_error = "Nova returned HTTP 403 for GET /v2.1/servers/detail: forbidden".into();
+    status.nova = Some(v1::NovaNodeView {
+        source: Some(source),
+        service: Some(nova_service(
+            "up",
+            "disabled",
+            "AUTO: Failed to connect to libvirt",
+        )),
+        work_in_progress: vec!["a1 (web-1) resize_migrating".into()],
+    });
+    let text = node(&status, 1_003_000);
+    for expected in [
+        "Nova: up/disabled (heartbeat 4 s old at the poll)",
+        "└ up/down is Nova's heartbeat check; enabled/disabled is whether the scheduler may use the host",
+        "└ service c350f294-30c9-4f70-858c-e1f3c2f80a0c on host compute-01.example.net, updated_at 1970-01-01T00:16:38.000000 UTC",
+        "└ disabled: AUTO: Failed to connect to libvirt",
+        "└ mid-operation: a1 (web-1) resize_migrating",
+        "Nova polled: 1970-01-01T00:16:40Z (3s ago) from cloud prod, every 30 s",
+        "└ busy servers poll failed: Nova returned HTTP 403",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+
+    status.nova = Some(v1::NovaNodeView::default());
+    let text = node(&status, 1_003_000);
+    assert!(
+        text.contains("Nova: no cloud configured"),
+        "missing the unconfigured source in\n{text}"
+    );
 }
 
 #[test]
