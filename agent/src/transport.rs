@@ -49,7 +49,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Capabilities this agent announces in Hello.
 pub fn capabilities() -> Vec<String> {
-    vec![novamedic_proto::CAPABILITY_RESTART_UNIT.to_string()]
+    vec![
+        novamedic_proto::CAPABILITY_RESTART_UNIT.to_string(),
+        novamedic_proto::CAPABILITY_SEARCH_LOGS.to_string(),
+    ]
 }
 
 /// Milliseconds since the Unix epoch on the agent's clock.

@@ -13,6 +13,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Capability an agent announces when it executes `RestartUnit` commands.
 pub const CAPABILITY_RESTART_UNIT: &str = "restart_unit";
 
+/// Capability an agent announces when it answers `SearchLogs` commands.
+pub const CAPABILITY_SEARCH_LOGS: &str = "search_logs";
+
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("novamedic.v1");
