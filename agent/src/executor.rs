@@ -26,7 +26,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use novamedic_proto::v1::{self, command::Action, CommandOutcome};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Semaphore};
 
 use crate::config::AgentConfig;
 use crate::logsearch::{self, Query, SearchSource};
@@ -39,6 +39,10 @@ use ledger::{CommandState, Ledger, RecordedInstance, RecordedResult, StateError}
 /// Restarting nova-compute takes seconds plus the settle time (at most
 /// 600 s by config).
 pub const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Log searches that read files at once; more wait for a turn within their
+/// own timeout, so `diagnose --all` cannot tie up a node's disks.
+pub const MAX_CONCURRENT_SEARCHES: usize = 2;
 
 /// The executor's settings, taken from the agent's config.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +82,7 @@ pub struct Executor<M: ServiceManager> {
     ledger: std::sync::Mutex<Ledger>,
     /// `None` until the log watch is wired in; searches are then rejected.
     search_source: Option<SearchSourceFn>,
+    search_slots: Semaphore,
 }
 
 struct ExecutorState {
@@ -116,6 +121,7 @@ impl<M: ServiceManager> Executor<M> {
             state: Mutex::new(ExecutorState { budget }),
             ledger: std::sync::Mutex::new(ledger),
             search_source: None,
+            search_slots: Semaphore::new(MAX_CONCURRENT_SEARCHES),
         })
     }
 
@@ -225,6 +231,12 @@ impl<M: ServiceManager> Executor<M> {
             "searching nova-compute's log files"
         );
         let deadline = received_at + remaining;
+        let slot = tokio::time::timeout_at(deadline.into(), self.search_slots.acquire()).await;
+        let Ok(Ok(_slot)) = slot else {
+            let detail = "timed out waiting for other log searches to finish; retry later";
+            let result = result_of(id, CommandOutcome::TimedOut, detail.to_string(), received_at);
+            return self.finish(id, result);
+        };
         let searched =
             tokio::task::spawn_blocking(move || logsearch::search(&source, &query, deadline)).await;
         let result = match searched {

@@ -7,6 +7,7 @@
 //! recorded first, because the events are the audit trail of who restarted
 //! what.
 
+mod logsearch;
 pub mod policy;
 mod restart;
 mod throttle;
@@ -17,6 +18,7 @@ use novamedic_proto::v1;
 use novamedic_proto::view::outcome_name;
 use novamedic_tls::PeerIdentity;
 
+pub use logsearch::{SearchError, DEFAULT_SEARCH_WAIT, MAX_SEARCH_WAIT};
 pub use restart::RestartError;
 
 use crate::clock::now_unix_ms;
@@ -214,6 +216,15 @@ impl Controller {
     /// command's target, or for a command id never issued, changes no command
     /// and is recorded under its own event kind.
     pub async fn accept_command_result(&self, node: &str, result: v1::CommandResult) {
+        let result = match self.fleet.complete_search(node, result) {
+            Ok(()) => return,
+            Err(result) => result,
+        };
+        if result.log_search.is_some() {
+            // A search whose requester gave up; searches are not stored.
+            tracing::info!(node, command_id = ?result.command_id, "late log search answer dropped");
+            return;
+        }
         let outcome = outcome_name(result.outcome);
         tracing::info!(
             node,
