@@ -234,7 +234,12 @@ impl<M: ServiceManager> Executor<M> {
         let slot = tokio::time::timeout_at(deadline.into(), self.search_slots.acquire()).await;
         let Ok(Ok(_slot)) = slot else {
             let detail = "timed out waiting for other log searches to finish; retry later";
-            let result = result_of(id, CommandOutcome::TimedOut, detail.to_string(), received_at);
+            let result = result_of(
+                id,
+                CommandOutcome::TimedOut,
+                detail.to_string(),
+                received_at,
+            );
             return self.finish(id, result);
         };
         let searched =

@@ -22,25 +22,25 @@ use novamedic_logs::{Catalogue, Joiner, LineSplitter, Record};
 use novamedic_proto::v1;
 use time::UtcOffset;
 
-/// Longest window a search may cover. Rotated logs rarely reach further
+/// Maximum window of a search. Rotated logs rarely reach further
 /// back, and a longer window would read every file a node keeps.
 pub const MAX_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Most records one answer may hold; with [`MAX_RECORD_TEXT_BYTES`] each,
-/// an answer stays far below gRPC's 4 MiB message limit.
+/// Maximum records in one result. With [`MAX_RECORD_TEXT_BYTES`] each, a
+/// result stays far below gRPC's 4 MiB message limit.
 pub const MAX_RECORDS: u32 = 500;
 
 /// Records returned when the request sets `max_records` to 0.
 pub const DEFAULT_RECORDS: u32 = 100;
 
-/// Most request ids one search may name.
+/// Maximum request ids in one search.
 pub const MAX_REQUEST_IDS: usize = 32;
 
-/// Text kept per record; the middle of a longer record is left out, so its
+/// Text kept per record. The middle of a longer record is left out, so its
 /// first line and the exception at the end of a traceback both stay.
 pub const MAX_RECORD_TEXT_BYTES: usize = 4096;
 
-/// Files considered at most, the followed one included.
+/// Maximum files searched, the followed one included.
 pub const MAX_FILES: usize = 50;
 
 /// Tolerance for a file's modification time and for records written out
@@ -52,12 +52,12 @@ const SLACK_MS: i64 = 60_000;
 /// that fault records can be preferred without holding every match.
 const CANDIDATES_PER_RECORD: usize = 4;
 
-/// Where the search reads and how it classifies.
+/// The log file a search reads and the catalogue it classifies with.
 #[derive(Clone)]
 pub struct SearchSource {
     /// The log file the log watch follows; `None` when it follows none.
     pub log_file: Option<PathBuf>,
-    /// Why no file is followed, when none is.
+    /// The reason no file is followed, when none is.
     pub problem: String,
     pub catalogue: Arc<Catalogue>,
     /// The node's UTC offset: oslo.log writes local time without a zone.
@@ -118,9 +118,11 @@ impl Query {
             request_ids.push(id.to_ascii_lowercase());
         }
         if uuid.is_empty() && request_ids.is_empty() {
-            return Err("neither instance_uuid nor request_ids is set: a search needs at \
+            return Err(
+                "neither instance_uuid nor request_ids is set: a search needs at \
                         least one of them"
-                .to_string());
+                    .to_string(),
+            );
         }
         let (start, end) = (search.start_unix_ms, search.end_unix_ms);
         if start <= 0 || end <= start {
@@ -301,7 +303,7 @@ fn log_files(log_file: &Path) -> Result<Vec<LogFile>, String> {
     Ok(current.into_iter().chain(rotated).collect())
 }
 
-/// Whether `candidate` is a copy of `name` as logrotate leaves it:
+/// Returns whether `candidate` is a copy of `name` as logrotate leaves it:
 /// `NAME.N`, `NAME-DATE`, either with `.gz`.
 fn is_rotated_copy(name: &str, candidate: &str) -> bool {
     let Some(rest) = candidate.strip_prefix(name) else {
@@ -317,7 +319,7 @@ fn is_rotated_copy(name: &str, candidate: &str) -> bool {
     }
 }
 
-/// What reading one file gave.
+/// The outcome of reading one file.
 #[derive(Debug, Default)]
 struct FileOutcome {
     lines_read: u64,
@@ -499,7 +501,8 @@ impl Matches {
     fn finish(mut self) -> (Vec<v1::LogSearchRecord>, bool) {
         let truncated = self.dropped > 0 || self.kept.len() > self.max_records;
         if self.kept.len() > self.max_records {
-            self.kept.sort_by_key(|record| (rank(record), record.time_unix_ms));
+            self.kept
+                .sort_by_key(|record| (rank(record), record.time_unix_ms));
             self.kept.truncate(self.max_records);
         }
         self.kept.sort_by(|a, b| {

@@ -308,7 +308,8 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset, notifier: Notifier) -> 
         }
     };
     let search_watch = log_watch.clone();
-    let executor = Arc::new(executor.with_log_search(Arc::new(move || search_watch.search_source())));
+    let executor =
+        Arc::new(executor.with_log_search(Arc::new(move || search_watch.search_source())));
     let probe = probe::spawn_probe(&config, unit_rx.clone());
     let builder = ReportBuilder::new(&config)
         .with_log_watch(log_watch.clone())

@@ -515,25 +515,43 @@ async fn host_log_evidence_decides_the_cause() {
     let diagnosis = run_with(&mock, &fleet, BUILD_ID).await;
 
     assert_eq!(diagnosis.verdict.cause, Cause::HostResources);
-    assert_evidence(&diagnosis, "nova-compute on compute-07.example.net logged host-out-of-resources (host_resources)");
+    assert_evidence(
+        &diagnosis,
+        "nova-compute on compute-07.example.net logged host-out-of-resources (host_resources)",
+    );
     assert_evidence(&diagnosis, "No space left on device");
     let asked = fleet.asked.lock().unwrap().clone();
     let (node, query) = asked.last().expect("a search was made");
-    assert_eq!(node, "compute-07", "the search goes to the agent's node name");
+    assert_eq!(
+        node, "compute-07",
+        "the search goes to the agent's node name"
+    );
     assert_eq!(query.instance_uuid, BUILD_ID);
     assert_eq!(query.request_ids, vec![REQUEST_ID.to_string()]);
     let event_ms = diagnose::hostlogs::nova_time_ms("2026-11-30T08:57:04").unwrap();
-    assert!(query.start_unix_ms < event_ms && event_ms < query.end_unix_ms, "{query:?}");
+    assert!(
+        query.start_unix_ms < event_ms && event_ms < query.end_unix_ms,
+        "{query:?}"
+    );
 
     let report = text::render(&diagnosis);
     assert!(report.contains("Host log:"), "{report}");
     assert!(report.contains("[host-out-of-resources]"), "{report}");
     assert!(report.contains("No space left on device"), "{report}");
     let markdown = markdown::render(&diagnosis);
-    assert!(markdown.contains("## nova-compute log on compute-07.example.net"), "{markdown}");
-    assert!(markdown.contains("`host-out-of-resources` (host_resources)"), "{markdown}");
+    assert!(
+        markdown.contains("## nova-compute log on compute-07.example.net"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("`host-out-of-resources` (host_resources)"),
+        "{markdown}"
+    );
     let json = serde_json::to_value(&diagnosis).unwrap();
-    assert_eq!(json["hosts"][0]["logs"]["records"][1]["signature_id"], "host-out-of-resources");
+    assert_eq!(
+        json["hosts"][0]["logs"]["records"][1]["signature_id"],
+        "host-out-of-resources"
+    );
 }
 
 #[tokio::test]
@@ -547,9 +565,15 @@ async fn disconnected_agent_leaves_host_logs_missing() {
 
     let diagnosis = run_with(&mock, &fleet, BUILD_ID).await;
 
-    assert!(fleet.asked.lock().unwrap().is_empty(), "no search without a stream");
+    assert!(
+        fleet.asked.lock().unwrap().is_empty(),
+        "no search without a stream"
+    );
     assert!(diagnosis.hosts[0].logs.is_none());
-    assert_evidence(&diagnosis, "not checked, logs compute-07.example.net: the agent on compute-07 is not connected");
+    assert_evidence(
+        &diagnosis,
+        "not checked, logs compute-07.example.net: the agent on compute-07 is not connected",
+    );
 }
 
 async fn run_with(mock: &Mock, fleet: &impl FleetSource, server_ref: &str) -> Diagnosis {

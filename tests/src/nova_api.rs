@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::nova::{tcp_listeners, NovaNode};
+use crate::nova::{tcp_listeners, NovaNode, NOVA_COMPUTE_UNIT};
 use crate::slice::POLL_INTERVAL;
 
 /// The compute API's unit; it pulls in the scheduler and Glance.
@@ -73,6 +73,9 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(180);
 /// Memory of the flavor of [`NovaApi::boot_failed_server`]: 1 TiB, more than
 /// the 800 000 MB nova's fake driver reports, so Placement finds no host.
 const OVERSIZED_RAM_MB: u64 = 1 << 20;
+
+/// Memory of the flavor that fits the fake host, in MB.
+const SMALL_RAM_MB: u64 = 64;
 
 /// An HTTP response: status code and body, parsed as JSON when it is JSON.
 #[derive(Debug)]
@@ -170,8 +173,13 @@ impl<'a> NovaApi<'a> {
     pub fn boot_failed_server(&self) -> Result<String> {
         let image = self.create_image("novamedic-image")?;
         let flavor = self.create_flavor("novamedic-oversized", OVERSIZED_RAM_MB)?;
+        self.boot_server_to_error("novamedic-no-valid-host", &image, &flavor)
+    }
+
+    /// Creates a server without networks and waits until it is in ERROR.
+    fn boot_server_to_error(&self, name: &str, image: &str, flavor: &str) -> Result<String> {
         let request = json!({"server": {
-            "name": "novamedic-no-valid-host",
+            "name": name,
             "imageRef": image,
             "flavorRef": flavor,
             "networks": "none",
@@ -182,6 +190,30 @@ impl<'a> NovaApi<'a> {
         };
         self.wait_for_server_status(id, "ERROR")?;
         Ok(id.to_string())
+    }
+
+    /// Creates a server that the scheduler places on the fake host and that
+    /// fails there: nova-compute is switched to nova's own
+    /// `fake.FakeBuildAbortDriver`, whose spawn raises
+    /// `BuildAbortException`, so nova-compute logs the failure under the
+    /// build's request id and puts the server in ERROR without a
+    /// reschedule. Returns the server's id once it is in ERROR.
+    pub fn boot_server_failing_on_compute(&self) -> Result<String> {
+        let container = &self.node.container;
+        for file in ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf"] {
+            container.exec_ok(&[
+                "sed",
+                "-i",
+                "s/^compute_driver *= *fake.FakeDriver$/compute_driver = fake.FakeBuildAbortDriver/",
+                file,
+            ])?;
+        }
+        // The build's cast waits in nova-compute's queue while it restarts,
+        // and only the new process, with the new driver, consumes it.
+        container.systemctl_ok(&["restart", NOVA_COMPUTE_UNIT])?;
+        let image = self.create_image("novamedic-image-spawn")?;
+        let flavor = self.create_flavor("novamedic-small", SMALL_RAM_MB)?;
+        self.boot_server_to_error("novamedic-spawn-aborted", &image, &flavor)
     }
 
     /// Returns the server `id` as the admin views it.

@@ -576,10 +576,19 @@ async fn search_answers_records_and_replays_without_them() {
     let result = executor
         .execute(search_command("s-1", search.clone()), Instant::now())
         .await;
-    assert_eq!(outcome(&result), CommandOutcome::Succeeded, "{}", result.detail);
+    assert_eq!(
+        outcome(&result),
+        CommandOutcome::Succeeded,
+        "{}",
+        result.detail
+    );
     let found = result.log_search.expect("records");
     assert_eq!(found.records.len(), 1, "{found:?}");
-    assert!(result.detail.starts_with("1 records in 1 of 1 files"), "{}", result.detail);
+    assert!(
+        result.detail.starts_with("1 records in 1 of 1 files"),
+        "{}",
+        result.detail
+    );
 
     let replay = executor
         .execute(search_command("s-1", search), Instant::now())

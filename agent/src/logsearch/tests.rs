@@ -92,7 +92,12 @@ fn rotated_logs(dir: &Path) -> PathBuf {
     write_gz(&dir.join("nova-compute.log.2.gz"), oldest.as_bytes(), 9);
 
     let mut middle = line(11, "INFO", &context, &instance("Creating image"));
-    middle.push_str(&line(12, "INFO", "[-]", &format!("[instance: {OTHER_UUID}] other")));
+    middle.push_str(&line(
+        12,
+        "INFO",
+        "[-]",
+        &format!("[instance: {OTHER_UUID}] other"),
+    ));
     write(&dir.join("nova-compute.log.1"), middle.as_bytes(), 19);
 
     let mut newest = line(21, "ERROR", &context, &instance("Instance failed to spawn: libvirt.libvirtError: internal error: process exited while connecting to monitor"));
@@ -109,21 +114,34 @@ fn finds_records_in_rotated_plain_and_gzip_copies() {
 
     let messages: Vec<&str> = found.records.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(found.records.len(), 3, "{messages:#?}");
-    assert!(messages[0].contains("Attempting claim"), "oldest first: {messages:#?}");
+    assert!(
+        messages[0].contains("Attempting claim"),
+        "oldest first: {messages:#?}"
+    );
     assert!(messages[1].contains("Creating image"));
     assert!(messages[2].contains("failed to spawn"));
     assert!(found.records[0].file.ends_with("nova-compute.log.2.gz"));
     assert_eq!(found.records[0].request_id, REQ);
     assert_eq!(found.records[0].time_unix_ms, at_minute(1));
     assert_eq!(found.files.len(), 3);
-    assert!(found.files.iter().all(|file| file.searched), "{:?}", found.files);
-    assert!(found.files[0].path.ends_with("nova-compute.log"), "current file first");
+    assert!(
+        found.files.iter().all(|file| file.searched),
+        "{:?}",
+        found.files
+    );
+    assert!(
+        found.files[0].path.ends_with("nova-compute.log"),
+        "current file first"
+    );
     assert_eq!(found.lines_read, 6);
     assert!(!found.truncated);
 
     let spawn = &found.records[2];
     assert_eq!(spawn.level, "ERROR");
-    assert!(!spawn.signature_id.is_empty(), "the classifier names the fault: {spawn:?}");
+    assert!(
+        !spawn.signature_id.is_empty(),
+        "the classifier names the fault: {spawn:?}"
+    );
     assert!(
         ["hypervisor_connection", "instance_spawn"].contains(&spawn.fault_kind.as_str()),
         "{spawn:?}"
@@ -139,7 +157,10 @@ fn files_written_before_the_window_are_skipped() {
     assert_eq!(found.records.len(), 1, "{:?}", found.records);
     let skipped: Vec<_> = found.files.iter().filter(|f| !f.searched).collect();
     assert_eq!(skipped.len(), 2, "{:?}", found.files);
-    assert!(skipped.iter().all(|f| f.note.contains("before the window")), "{skipped:?}");
+    assert!(
+        skipped.iter().all(|f| f.note.contains("before the window")),
+        "{skipped:?}"
+    );
 }
 
 #[test]
@@ -184,7 +205,9 @@ fn traceback_lines_join_their_record() {
     let record = &found.records[0];
     assert_eq!(record.line, 1);
     assert_eq!(record.text.lines().count(), 4, "{}", record.text);
-    assert!(record.text.ends_with("process exited while connecting to monitor"));
+    assert!(record
+        .text
+        .ends_with("process exited while connecting to monitor"));
 }
 
 #[test]
@@ -196,7 +219,8 @@ fn invalid_bytes_and_huge_lines_do_not_stop_the_search() {
     bytes.extend_from_slice(b"\xff\xfe binary \x00 garbage\n");
     let huge = format!("{} {}", instance("dump"), "x".repeat(200_000));
     bytes.extend_from_slice(line(2, "WARNING", &context, &huge).as_bytes());
-    bytes.extend_from_slice(line(3, "INFO", &context, &instance("after \u{fffd}\u{e9}")).as_bytes());
+    bytes
+        .extend_from_slice(line(3, "INFO", &context, &instance("after \u{fffd}\u{e9}")).as_bytes());
     write(&current, &bytes, 10);
     let found = search(&source(&current), &query(0, 10), later());
 
@@ -217,7 +241,11 @@ fn damaged_gzip_is_noted_and_the_rest_still_searched() {
     write(&gz, &damaged, 9);
     let found = search(&source(&current), &query(0, 30), later());
 
-    let noted = found.files.iter().find(|f| f.path.ends_with(".2.gz")).unwrap();
+    let noted = found
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".2.gz"))
+        .unwrap();
     assert!(noted.note.contains("gzip"), "{noted:?}");
     assert!(found.records.len() >= 2, "{:?}", found.records);
 }
@@ -283,10 +311,21 @@ fn no_log_file_is_a_problem_not_a_failure() {
 #[test]
 fn rotated_copy_names() {
     let name = "nova-compute.log";
-    for good in ["nova-compute.log.1", "nova-compute.log.12.gz", "nova-compute.log-20261204", "nova-compute.log-20261204.gz"] {
+    for good in [
+        "nova-compute.log.1",
+        "nova-compute.log.12.gz",
+        "nova-compute.log-20261204",
+        "nova-compute.log-20261204.gz",
+    ] {
         assert!(is_rotated_copy(name, good), "{good}");
     }
-    for bad in ["nova-compute.log", "nova-compute.log.old", "nova-compute.log.1.bak", "nova-api.log.1", "nova-compute.log.gz"] {
+    for bad in [
+        "nova-compute.log",
+        "nova-compute.log.old",
+        "nova-compute.log.1.bak",
+        "nova-api.log.1",
+        "nova-compute.log.gz",
+    ] {
         assert!(!is_rotated_copy(name, bad), "{bad}");
     }
 }
@@ -305,19 +344,38 @@ fn wire(uuid: &str, ids: &[&str], start: i64, end: i64, max: u32) -> v1::SearchL
 fn absurd_requests_are_rejected_with_the_reason() {
     let day = 24 * 3_600_000;
     let cases = [
-        (wire("", &[], BASE_MS, BASE_MS + 1, 0), "neither instance_uuid"),
-        (wire("not-a-uuid", &[], BASE_MS, BASE_MS + 1, 0), "is not a UUID"),
+        (
+            wire("", &[], BASE_MS, BASE_MS + 1, 0),
+            "neither instance_uuid",
+        ),
+        (
+            wire("not-a-uuid", &[], BASE_MS, BASE_MS + 1, 0),
+            "is not a UUID",
+        ),
         (wire(UUID, &["abc"], BASE_MS, BASE_MS + 1, 0), "req-UUID"),
         (wire(UUID, &[], BASE_MS, BASE_MS, 0), "invalid window"),
         (wire(UUID, &[], 0, BASE_MS, 0), "invalid window"),
-        (wire(UUID, &[], BASE_MS, BASE_MS + 8 * day, 0), "longer than"),
-        (wire(UUID, &[], BASE_MS, BASE_MS + 1, 501), "max_records 501"),
+        (
+            wire(UUID, &[], BASE_MS, BASE_MS + 8 * day, 0),
+            "longer than",
+        ),
+        (
+            wire(UUID, &[], BASE_MS, BASE_MS + 1, 501),
+            "max_records 501",
+        ),
     ];
     for (request, expected) in cases {
         let err = Query::from_wire(&request).unwrap_err();
         assert!(err.contains(expected), "{err:?} lacks {expected:?}");
     }
-    let ok = Query::from_wire(&wire(&UUID.to_uppercase(), &[REQ], BASE_MS, BASE_MS + day, 0)).unwrap();
+    let ok = Query::from_wire(&wire(
+        &UUID.to_uppercase(),
+        &[REQ],
+        BASE_MS,
+        BASE_MS + day,
+        0,
+    ))
+    .unwrap();
     assert_eq!(ok.instance_uuid.as_deref(), Some(UUID));
     assert_eq!(ok.max_records, DEFAULT_RECORDS as usize);
 }

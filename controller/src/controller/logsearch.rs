@@ -35,7 +35,9 @@ pub enum SearchError {
     MissingNode,
     #[error("search is required: name the instance UUID or request ids and the window")]
     MissingSearch,
-    #[error("wait of {requested_seconds} s is above the maximum of {max_seconds} s for a log search")]
+    #[error(
+        "wait of {requested_seconds} s is above the maximum of {max_seconds} s for a log search"
+    )]
     WaitTooLong {
         requested_seconds: u64,
         max_seconds: u64,
@@ -100,7 +102,12 @@ impl Controller {
                 action: Some(v1::command::Action::SearchLogs(search)),
             })),
         };
-        if ticket.sender.send_timeout(message, SEND_TIMEOUT).await.is_err() {
+        if ticket
+            .sender
+            .send_timeout(message, SEND_TIMEOUT)
+            .await
+            .is_err()
+        {
             self.fleet.abandon_search(&node, &command_id);
             return Err(SearchError::NotDelivered { node });
         }

@@ -55,7 +55,11 @@ impl HostLogQuery {
         let mut times: Vec<i64> = action_times.flatten().filter_map(nova_time_ms).collect();
         if times.is_empty() {
             let server_times = [server.created.as_deref(), server.updated.as_deref()];
-            times = server_times.into_iter().flatten().filter_map(nova_time_ms).collect();
+            times = server_times
+                .into_iter()
+                .flatten()
+                .filter_map(nova_time_ms)
+                .collect();
         }
         let (start, end) = match (times.iter().min(), times.iter().max()) {
             (Some(first), Some(last)) => (first - BEFORE_MS, last + AFTER_MS),
@@ -63,7 +67,10 @@ impl HostLogQuery {
         };
         let start = start.max(end - MAX_WINDOW_MS + 1);
         let mut request_ids: Vec<String> = Vec::new();
-        for id in actions.iter().filter_map(|action| action.request_id.as_deref()) {
+        for id in actions
+            .iter()
+            .filter_map(|action| action.request_id.as_deref())
+        {
             if id.starts_with("req-") && !request_ids.iter().any(|known| known == id) {
                 request_ids.push(id.to_string());
             }
@@ -214,7 +221,10 @@ mod tests {
         let base = nova_time_ms("2026-12-04T10:00:00").unwrap();
         assert_eq!(query.start_unix_ms, base - BEFORE_MS);
         assert_eq!(query.end_unix_ms, base + 120_000 + AFTER_MS);
-        assert_eq!(query.request_ids, vec!["req-0f9c7e52-6a4b-4d3e-9b7a-2c1d5e8f9a01"]);
+        assert_eq!(
+            query.request_ids,
+            vec!["req-0f9c7e52-6a4b-4d3e-9b7a-2c1d5e8f9a01"]
+        );
     }
 
     #[test]

@@ -253,8 +253,16 @@ fn host_log_lines(out: &mut String, logs: &crate::diagnose::HostLogs) {
             "{} records of this instance in {} files of {}{}, {} of them problems",
             logs.records.len(),
             logs.files_searched.len(),
-            if logs.log_file.is_empty() { "-" } else { &logs.log_file },
-            if logs.truncated { " (more matched)" } else { "" },
+            if logs.log_file.is_empty() {
+                "-"
+            } else {
+                &logs.log_file
+            },
+            if logs.truncated {
+                " (more matched)"
+            } else {
+                ""
+            },
             problems.len()
         ),
     );

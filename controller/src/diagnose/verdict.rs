@@ -428,11 +428,7 @@ fn structured_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
 /// One finding per signature the agent's classifier matched in the
 /// instance's own log records, quoting the first such record: a direct
 /// sign, since the record names this instance or one of its requests.
-fn host_log_findings(
-    host: &str,
-    logs: &super::HostLogs,
-    add: &mut impl FnMut(Cause, u32, String),
-) {
+fn host_log_findings(host: &str, logs: &super::HostLogs, add: &mut impl FnMut(Cause, u32, String)) {
     let mut seen: Vec<&str> = Vec::new();
     for record in &logs.records {
         let (Some(signature), Some(kind)) = (&record.signature_id, &record.fault_kind) else {

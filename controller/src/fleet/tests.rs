@@ -262,8 +262,12 @@ async fn search_is_kept_apart_from_restarts() {
     let (tx, _rx) = mpsc::channel(1);
     fleet.connect(searching_hello("c1"), tx, 0);
 
-    let restart = fleet.begin_restart("c1", "cmd-1", "alice").expect("restart");
-    let search = fleet.begin_search("c1", "search-1").expect("search beside a restart");
+    let restart = fleet
+        .begin_restart("c1", "cmd-1", "alice")
+        .expect("restart");
+    let search = fleet
+        .begin_search("c1", "search-1")
+        .expect("search beside a restart");
     assert!(
         fleet.pending_requester("c1", "search-1").is_none(),
         "a search is no restart"
