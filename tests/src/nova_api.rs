@@ -208,9 +208,22 @@ impl<'a> NovaApi<'a> {
                 file,
             ])?;
         }
-        // The build's cast waits in nova-compute's queue while it restarts,
-        // and only the new process, with the new driver, consumes it.
+        // The scheduler skips a host whose heartbeat is older than
+        // service_down_time (10 s here), and nova-compute sends none while
+        // it restarts, so wait for a heartbeat newer than the restart: the
+        // old process is gone once systemctl returns.
+        let heartbeat = |service: Option<Value>| service.map(|s| s["updated_at"].clone());
         container.systemctl_ok(&["restart", NOVA_COMPUTE_UNIT])?;
+        let before = heartbeat(self.service("nova-compute")?);
+        let deadline = Instant::now() + API_TIMEOUT;
+        self.wait_until(deadline, "the restarted nova-compute is up", || {
+            let service = self.service("nova-compute")?;
+            let up = service.as_ref().is_some_and(|s| s["state"] == "up");
+            Ok(up && heartbeat(service) != before)
+        })?;
+        // The stack never discovers hosts on its own, and the conductor
+        // sends a build only to a host mapped to a cell.
+        container.exec_ok(&["nova-manage", "cell_v2", "discover_hosts"])?;
         let image = self.create_image("novamedic-image-spawn")?;
         let flavor = self.create_flavor("novamedic-small", SMALL_RAM_MB)?;
         self.boot_server_to_error("novamedic-spawn-aborted", &image, &flavor)
