@@ -216,9 +216,8 @@ impl Controller {
     /// command's target, or for a command id never issued, changes no command
     /// and is recorded under its own event kind.
     pub async fn accept_command_result(&self, node: &str, result: v1::CommandResult) {
-        let result = match self.fleet.complete_search(node, result) {
-            Ok(()) => return,
-            Err(result) => result,
+        let Some(result) = self.fleet.complete_search(node, result) else {
+            return;
         };
         if result.log_search.is_some() {
             // A search whose requester gave up; searches are not stored.

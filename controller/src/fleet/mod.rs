@@ -444,7 +444,7 @@ impl Fleet {
         &self,
         node: &str,
         result: v1::CommandResult,
-    ) -> Result<(), v1::CommandResult> {
+    ) -> Option<v1::CommandResult> {
         let waiting = self
             .lock()
             .get_mut(node)
@@ -453,9 +453,9 @@ impl Fleet {
             Some(reply) => {
                 // The requester may have given up a moment ago.
                 let _ = reply.send(result);
-                Ok(())
+                None
             }
-            None => Err(result),
+            None => Some(result),
         }
     }
 
