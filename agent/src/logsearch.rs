@@ -299,7 +299,7 @@ fn log_files(log_file: &Path) -> Result<Vec<LogFile>, String> {
             rotated.push(file);
         }
     }
-    rotated.sort_by(|a, b| b.modified_unix_ms.cmp(&a.modified_unix_ms));
+    rotated.sort_by_key(|file| std::cmp::Reverse(file.modified_unix_ms));
     Ok(current.into_iter().chain(rotated).collect())
 }
 

@@ -242,10 +242,6 @@ impl<'a> NovaApi<'a> {
         self.wait_until(deadline, "nova-manage maps the compute host", || {
             Ok(container.exec(&discover)?.status.success())
         })?;
-        // The oversized server of boot_failed_server, in ERROR, still
-        // counts against the project's RAM quota.
-        let unlimited = json!({"quota_set": {"ram": -1, "cores": -1, "instances": -1}});
-        self.request_ok("PUT", "/v2.1/os-quota-sets/admin", Some(&unlimited), 200)?;
         let image = self.create_image("novamedic-image-spawn")?;
         let flavor = self.create_flavor("novamedic-small", SMALL_RAM_MB)?;
         self.boot_server_to_error("novamedic-spawn-aborted", &image, &flavor)
