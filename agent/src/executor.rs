@@ -12,17 +12,24 @@
 //!   same ledger entry and budget as the restart, and never on its own.
 //!
 //! Every command with an id gets a ledger entry, rejections included.
+//!
+//! `SearchLogs` only reads nova-compute's log files. It does not wait for a
+//! restart in progress, runs on a blocking thread so reports keep flowing,
+//! and its ledger entry keeps the outcome and detail, not the records: a
+//! replayed id gets those without records.
 
 pub mod budget;
 pub mod ledger;
 
 use std::path::PathBuf;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use novamedic_proto::v1::{self, command::Action, CommandOutcome};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Semaphore};
 
 use crate::config::AgentConfig;
+use crate::logsearch::{self, Query, SearchSource};
 use crate::systemd::dbus::{format_seconds, start_limit_detail};
 use crate::systemd::{RestartReport, ServiceManager, SystemdError, UnitObservation, UnitSnapshot};
 use budget::{BudgetSpent, RestartBudget};
@@ -32,6 +39,10 @@ use ledger::{CommandState, Ledger, RecordedInstance, RecordedResult, StateError}
 /// Restarting nova-compute takes seconds plus the settle time (at most
 /// 600 s by config).
 pub const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Log searches that read files at once; more wait for a turn within their
+/// own timeout, so `diagnose --all` cannot tie up a node's disks.
+pub const MAX_CONCURRENT_SEARCHES: usize = 2;
 
 /// The executor's settings, taken from the agent's config.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +64,9 @@ impl ExecutorSettings {
     }
 }
 
+/// Finds where a log search reads: the log watch's current file.
+pub type SearchSourceFn = Arc<dyn Fn() -> SearchSource + Send + Sync>;
+
 /// Turns commands into results; see the module documentation for the rules.
 pub struct Executor<M: ServiceManager> {
     manager: M,
@@ -60,13 +74,18 @@ pub struct Executor<M: ServiceManager> {
     /// commands may name.
     unit_rx: watch::Receiver<UnitObservation>,
     restart_settle: Duration,
-    /// The persisted state. A tokio mutex held for a whole command, restart
-    /// included, so commands run one at a time in arrival order.
+    /// The restart budget. A tokio mutex held for a whole restart command,
+    /// so restarts run one at a time in arrival order.
     state: Mutex<ExecutorState>,
+    /// The ledger, behind a std mutex held only for a lookup or a write, so
+    /// a log search need not wait for a restart to settle.
+    ledger: std::sync::Mutex<Ledger>,
+    /// `None` until the log watch is wired in; searches are then rejected.
+    search_source: Option<SearchSourceFn>,
+    search_slots: Semaphore,
 }
 
 struct ExecutorState {
-    ledger: Ledger,
     budget: RestartBudget,
 }
 
@@ -102,8 +121,25 @@ impl<M: ServiceManager> Executor<M> {
             manager,
             unit_rx,
             restart_settle: settings.restart_settle,
-            state: Mutex::new(ExecutorState { ledger, budget }),
+            state: Mutex::new(ExecutorState { budget }),
+            ledger: std::sync::Mutex::new(ledger),
+            search_source: None,
+            search_slots: Semaphore::new(MAX_CONCURRENT_SEARCHES),
         })
+    }
+
+    /// Serves `SearchLogs` commands from the files `source` names.
+    pub fn with_log_search(mut self, source: SearchSourceFn) -> Self {
+        self.search_source = Some(source);
+        self
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // Every write replaces the whole file, so a panic mid-write leaves
+        // the ledger in memory as consistent as before it.
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Executes `command`, received at `received_at`, and returns its
@@ -114,10 +150,14 @@ impl<M: ServiceManager> Executor<M> {
             tracing::warn!("rejected a command without a command_id");
             return rejected(&command_id, "command has no command_id", received_at);
         }
+        if let Some(Action::SearchLogs(search)) = &command.action {
+            return self.search_logs(&command, search, received_at).await;
+        }
         let mut state = self.state.lock().await;
 
-        if let Some(recorded) = state.ledger.get(&command_id).cloned() {
-            return replay(&mut state.ledger, &command_id, recorded, received_at);
+        let recorded = self.ledger().get(&command_id).cloned();
+        if let Some(recorded) = recorded {
+            return replay(&mut self.ledger(), &command_id, recorded, received_at);
         }
 
         let result = match self.check(&mut state, &command, received_at).await {
@@ -138,10 +178,16 @@ impl<M: ServiceManager> Executor<M> {
                     .await
             }
         };
+        drop(state);
+        self.finish(&command_id, result)
+    }
+
+    /// Records a command's result in the ledger and logs it.
+    fn finish(&self, command_id: &str, result: v1::CommandResult) -> v1::CommandResult {
         let done = CommandState::Done {
             result: to_recorded(&result),
         };
-        if let Err(err) = state.ledger.record(&command_id, done, unix_ms_now()) {
+        if let Err(err) = self.ledger().record(command_id, done, unix_ms_now()) {
             tracing::error!(command_id = %command_id, error = %err, "cannot record a command result");
         }
         tracing::info!(
@@ -151,6 +197,75 @@ impl<M: ServiceManager> Executor<M> {
             "command finished"
         );
         result
+    }
+
+    /// Searches nova-compute's log files on a blocking thread.
+    async fn search_logs(
+        &self,
+        command: &v1::Command,
+        search: &v1::SearchLogs,
+        received_at: Instant,
+    ) -> v1::CommandResult {
+        let id = command.command_id.as_str();
+        let recorded = self.ledger().get(id).cloned();
+        if let Some(recorded) = recorded {
+            return replay(&mut self.ledger(), id, recorded, received_at);
+        }
+        let checked = remaining_time(command, received_at).and_then(|remaining| {
+            let query = Query::from_wire(search)?;
+            let source = self
+                .search_source
+                .as_ref()
+                .ok_or("this agent runs without its log watch, so it cannot search logs")?;
+            Ok((remaining, query, source()))
+        });
+        let (remaining, query, source) = match checked {
+            Ok(checked) => checked,
+            Err(detail) => {
+                tracing::warn!(command_id = %id, detail = %detail, "rejected a log search");
+                return self.finish(id, rejected(id, &detail, received_at));
+            }
+        };
+        tracing::info!(
+            command_id = %id,
+            requested_by = %command.requested_by,
+            instance_uuid = query.instance_uuid.as_deref().unwrap_or(""),
+            request_ids = query.request_ids.len(),
+            "searching nova-compute's log files"
+        );
+        let deadline = received_at + remaining;
+        let slot = tokio::time::timeout_at(deadline.into(), self.search_slots.acquire()).await;
+        let Ok(Ok(_slot)) = slot else {
+            let detail = "timed out waiting for other log searches to finish; retry later";
+            let result = result_of(
+                id,
+                CommandOutcome::TimedOut,
+                detail.to_string(),
+                received_at,
+            );
+            return self.finish(id, result);
+        };
+        let searched =
+            tokio::task::spawn_blocking(move || logsearch::search(&source, &query, deadline)).await;
+        let result = match searched {
+            Ok(found) => {
+                let mut result = result_of(
+                    id,
+                    CommandOutcome::Succeeded,
+                    search_detail(&found),
+                    received_at,
+                );
+                result.log_search = Some(found);
+                result
+            }
+            Err(err) => result_of(
+                id,
+                CommandOutcome::Failed,
+                format!("the log search failed: {err}"),
+                received_at,
+            ),
+        };
+        self.finish(id, result)
     }
 
     /// Applies every rule that can reject the command before a restart.
@@ -163,17 +278,10 @@ impl<M: ServiceManager> Executor<M> {
         let id = command.command_id.as_str();
         let answer = |detail: String| Checked::Answer(rejected(id, &detail, received_at));
 
-        let timeout = Duration::from_millis(command.timeout_ms).min(MAX_COMMAND_TIMEOUT);
-        if timeout.is_zero() {
-            return answer("expired: the command arrived with timeout_ms = 0".to_string());
-        }
-        let remaining = timeout.saturating_sub(received_at.elapsed());
-        if remaining.is_zero() {
-            return answer(format!(
-                "expired: the command waited in the agent's queue past its timeout of {}",
-                format_seconds(timeout)
-            ));
-        }
+        let remaining = match remaining_time(command, received_at) {
+            Ok(remaining) => remaining,
+            Err(detail) => return answer(detail),
+        };
 
         let Some(Action::RestartUnit(restart)) = &command.action else {
             return answer("unknown command kind; upgrade the agent".to_string());
@@ -252,8 +360,8 @@ impl<M: ServiceManager> Executor<M> {
         } = plan;
         let unit = unit.as_str();
         let now = unix_ms_now();
-        let recorded = state
-            .ledger
+        let recorded = self
+            .ledger()
             .record(command_id, CommandState::InProgress, now)
             .and_then(|()| state.budget.record(now));
         if let Err(err) = recorded {
@@ -321,6 +429,40 @@ struct RestartPlan {
     before: UnitSnapshot,
     deadline: Duration,
     reset_failed: bool,
+}
+
+/// Returns the time a command has left, or why it expired.
+fn remaining_time(command: &v1::Command, received_at: Instant) -> Result<Duration, String> {
+    let timeout = Duration::from_millis(command.timeout_ms).min(MAX_COMMAND_TIMEOUT);
+    if timeout.is_zero() {
+        return Err("expired: the command arrived with timeout_ms = 0".to_string());
+    }
+    let remaining = timeout.saturating_sub(received_at.elapsed());
+    if remaining.is_zero() {
+        return Err(format!(
+            "expired: the command waited in the agent's queue past its timeout of {}",
+            format_seconds(timeout)
+        ));
+    }
+    Ok(remaining)
+}
+
+/// Summarizes a search for the ledger and the controller's history.
+fn search_detail(found: &v1::LogSearchResult) -> String {
+    if !found.problem.is_empty() {
+        return format!("no log file searched: {}", found.problem);
+    }
+    let searched = found.files.iter().filter(|file| file.searched).count();
+    let mut detail = format!(
+        "{} records in {searched} of {} files ({} lines read)",
+        found.records.len(),
+        found.files.len(),
+        found.lines_read
+    );
+    if found.truncated {
+        detail.push_str("; more records matched than were returned");
+    }
+    detail
 }
 
 /// Returns the result for a replayed id. An entry still in progress was left by an agent
@@ -451,6 +593,7 @@ fn from_recorded(command_id: &str, recorded: &RecordedResult) -> v1::CommandResu
         after: recorded.after.as_ref().map(instance),
         duration_ms: recorded.duration_ms,
         replayed: false,
+        log_search: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub mod collect;
 pub mod config;
 pub mod executor;
 pub mod health;
+pub mod logsearch;
 pub mod logwatch;
 pub mod notify;
 pub mod probe;

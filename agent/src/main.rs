@@ -276,7 +276,7 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset, notifier: Notifier) -> 
         unit_rx.clone(),
         &ExecutorSettings::from_config(&config),
     ) {
-        Ok(executor) => Arc::new(executor),
+        Ok(executor) => executor,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(EXIT_CONFIG);
@@ -307,6 +307,9 @@ async fn run(args: RunArgs, utc_offset: time::UtcOffset, notifier: Notifier) -> 
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let search_watch = log_watch.clone();
+    let executor =
+        Arc::new(executor.with_log_search(Arc::new(move || search_watch.search_source())));
     let probe = probe::spawn_probe(&config, unit_rx.clone());
     let builder = ReportBuilder::new(&config)
         .with_log_watch(log_watch.clone())

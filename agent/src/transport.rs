@@ -52,6 +52,7 @@ pub fn capabilities() -> Vec<String> {
     vec![
         novamedic_proto::CAPABILITY_RESTART_UNIT.to_string(),
         novamedic_proto::CAPABILITY_RESET_FAILED.to_string(),
+        novamedic_proto::CAPABILITY_SEARCH_LOGS.to_string(),
     ]
 }
 

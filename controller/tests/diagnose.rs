@@ -5,9 +5,11 @@
 mod openstack_mock;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use novamedic::diagnose::{
-    self, all, markdown, text, Cause, DiagnoseError, Diagnosis, FleetSource,
+    self, all, markdown, text, Cause, DiagnoseError, Diagnosis, FleetSource, HostLogQuery,
+    HostLogRecord, HostLogs,
 };
 use novamedic_proto::v1;
 use novamedic_proto::view::NodeView;
@@ -199,7 +201,12 @@ async fn network_verdict_traces_build_to_event_host() {
     assert_eq!(fleet.node, "compute-07");
     assert_evidence(&diagnosis, "Failed to allocate the network(s)");
     assert_evidence(&diagnosis, "binding_failed on compute-07.example.net");
-    assert!(diagnosis.missing.is_empty(), "{:?}", diagnosis.missing);
+    let missing: Vec<&str> = diagnosis.missing.iter().map(|p| p.part.as_str()).collect();
+    assert_eq!(
+        missing,
+        ["logs compute-07.example.net"],
+        "only the log search is missing, as this agent cannot search"
+    );
 
     let requests = mock.with(|cloud| cloud.api_requests());
     let ports_get = requests
@@ -392,6 +399,188 @@ async fn libvirt_class_name_resolved_from_host_log() {
     assert_eq!(diagnosis.verdict.cause, Cause::Hypervisor);
     assert_evidence(&diagnosis, "libvirt-connection-lost");
     assert_evidence(&diagnosis, "naming this instance");
+}
+
+/// A fleet whose connected agents answer log searches from a table, and
+/// that remembers what it was asked.
+#[derive(Default)]
+struct SearchingFleet {
+    nodes: Fleet,
+    logs: BTreeMap<String, HostLogs>,
+    asked: Mutex<Vec<(String, HostLogQuery)>>,
+}
+
+impl FleetSource for SearchingFleet {
+    async fn node(&self, node: &str) -> Result<Option<NodeView>, String> {
+        self.nodes.node(node).await
+    }
+
+    async fn search_logs(&self, node: &str, query: &HostLogQuery) -> Result<HostLogs, String> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((node.to_string(), query.clone()));
+        self.logs
+            .get(node)
+            .cloned()
+            .ok_or_else(|| format!("no agent answered for {node}"))
+    }
+}
+
+fn searching_node(name: &str) -> NodeView {
+    let mut view = node(name, "active", 32 << 10, Vec::new());
+    view.connected = true;
+    view.capabilities = vec![novamedic_proto::CAPABILITY_SEARCH_LOGS.to_string()];
+    view
+}
+
+/// A build rescheduled once and then given up: the fault and the event
+/// only say that retries ran out, which alone reads as scheduling.
+fn retried_build(mock: &Mock) {
+    let mut build = server("nova_get_server_error_build_aborted.json");
+    set_fault(
+        &mut build,
+        &format!("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {BUILD_ID}."),
+        None,
+    );
+    mock.add_server(
+        build,
+        vec![rescheduled_action(
+            BUILD_ID,
+            &["compute-07.example.net"],
+            "Build of instance was re-scheduled",
+        )],
+    );
+}
+
+#[tokio::test]
+async fn host_log_evidence_decides_the_cause() {
+    let mock = Mock::start().await;
+    retried_build(&mock);
+    let mut fleet = SearchingFleet::default();
+    fleet
+        .nodes
+        .0
+        .insert("compute-07".into(), searching_node("compute-07"));
+
+    let without_logs = run_with(&mock, &fleet, BUILD_ID).await;
+    assert_ne!(
+        without_logs.verdict.cause,
+        Cause::HostResources,
+        "{:#?}",
+        without_logs.verdict.findings
+    );
+    assert!(without_logs
+        .missing
+        .iter()
+        .any(|part| part.part == "logs compute-07.example.net"
+            && part.reason.contains("no agent answered")));
+
+    let traceback = "2026-11-30 08:57:30.120 4242 ERROR nova.compute.manager [req-0fe319d7-15bc-4819-aed7-af4a18c1d720 admin admin - - -] [instance: c88f1556-b299-4254-9642-cab36648dfaa] Instance failed to spawn\n\
+         2026-11-30 08:57:30.120 4242 ERROR nova.compute.manager [instance: c88f1556-b299-4254-9642-cab36648dfaa] Traceback (most recent call last):\n\
+         2026-11-30 08:57:30.120 4242 ERROR nova.compute.manager [instance: c88f1556-b299-4254-9642-cab36648dfaa] OSError: [Errno 28] No space left on device: '/var/lib/nova/instances/_base/tmpa1'";
+    fleet.logs.insert(
+        "compute-07".into(),
+        HostLogs {
+            node: "compute-07".into(),
+            log_file: "/var/log/nova/nova-compute.log".into(),
+            records: vec![
+                HostLogRecord {
+                    file: "/var/log/nova/nova-compute.log".into(),
+                    line: 10,
+                    level: "INFO".into(),
+                    text: "2026-11-30 08:57:05.000 4242 INFO nova.compute.claims [req-0fe319d7-15bc-4819-aed7-af4a18c1d720 admin admin - - -] [instance: c88f1556-b299-4254-9642-cab36648dfaa] Claim successful".into(),
+                    ..HostLogRecord::default()
+                },
+                HostLogRecord {
+                    file: "/var/log/nova/nova-compute.log.1".into(),
+                    line: 42,
+                    time: Some("2026-11-30T08:57:30Z".into()),
+                    level: "ERROR".into(),
+                    request_id: Some(REQUEST_ID.into()),
+                    text: traceback.into(),
+                    signature_id: Some("host-out-of-resources".into()),
+                    fault_kind: Some("host_resources".into()),
+                    advice: Some("Free space on the instances filesystem.".into()),
+                },
+            ],
+            files_searched: vec![
+                "/var/log/nova/nova-compute.log".into(),
+                "/var/log/nova/nova-compute.log.1".into(),
+            ],
+            ..HostLogs::default()
+        },
+    );
+
+    let diagnosis = run_with(&mock, &fleet, BUILD_ID).await;
+
+    assert_eq!(diagnosis.verdict.cause, Cause::HostResources);
+    assert_evidence(
+        &diagnosis,
+        "nova-compute on compute-07.example.net logged host-out-of-resources (host_resources)",
+    );
+    assert_evidence(&diagnosis, "No space left on device");
+    let asked = fleet.asked.lock().unwrap().clone();
+    let (node, query) = asked.last().expect("a search was made");
+    assert_eq!(
+        node, "compute-07",
+        "the search goes to the agent's node name"
+    );
+    assert_eq!(query.instance_uuid, BUILD_ID);
+    assert_eq!(query.request_ids, vec![REQUEST_ID.to_string()]);
+    let event_ms = diagnose::hostlogs::nova_time_ms("2026-11-30T08:57:04").unwrap();
+    assert!(
+        query.start_unix_ms < event_ms && event_ms < query.end_unix_ms,
+        "{query:?}"
+    );
+
+    let report = text::render(&diagnosis);
+    assert!(report.contains("Host log:"), "{report}");
+    assert!(report.contains("[host-out-of-resources]"), "{report}");
+    assert!(report.contains("No space left on device"), "{report}");
+    let markdown = markdown::render(&diagnosis);
+    assert!(
+        markdown.contains("## nova-compute log on compute-07.example.net"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("`host-out-of-resources` (host_resources)"),
+        "{markdown}"
+    );
+    let json = serde_json::to_value(&diagnosis).unwrap();
+    assert_eq!(
+        json["hosts"][0]["logs"]["records"][1]["signature_id"],
+        "host-out-of-resources"
+    );
+}
+
+#[tokio::test]
+async fn disconnected_agent_leaves_host_logs_missing() {
+    let mock = Mock::start().await;
+    retried_build(&mock);
+    let mut fleet = SearchingFleet::default();
+    let mut view = searching_node("compute-07");
+    view.connected = false;
+    fleet.nodes.0.insert("compute-07".into(), view);
+
+    let diagnosis = run_with(&mock, &fleet, BUILD_ID).await;
+
+    assert!(
+        fleet.asked.lock().unwrap().is_empty(),
+        "no search without a stream"
+    );
+    assert!(diagnosis.hosts[0].logs.is_none());
+    assert_evidence(
+        &diagnosis,
+        "not checked, logs compute-07.example.net: the agent on compute-07 is not connected",
+    );
+}
+
+async fn run_with(mock: &Mock, fleet: &impl FleetSource, server_ref: &str) -> Diagnosis {
+    let client = mock.client();
+    diagnose::diagnose(&client, fleet, server_ref)
+        .await
+        .unwrap_or_else(|err| panic!("diagnose {server_ref}: {err}"))
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::nova::{tcp_listeners, NovaNode};
+use crate::nova::{tcp_listeners, NovaNode, NOVA_COMPUTE_UNIT};
 use crate::slice::POLL_INTERVAL;
 
 /// The compute API's unit; it pulls in the scheduler and Glance.
@@ -73,6 +73,9 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(180);
 /// Memory of the flavor of [`NovaApi::boot_failed_server`]: 1 TiB, more than
 /// the 800 000 MB nova's fake driver reports, so Placement finds no host.
 const OVERSIZED_RAM_MB: u64 = 1 << 20;
+
+/// Memory of the flavor that fits the fake host, in MB.
+const SMALL_RAM_MB: u64 = 64;
 
 /// An HTTP response: status code and body, parsed as JSON when it is JSON.
 #[derive(Debug)]
@@ -170,8 +173,13 @@ impl<'a> NovaApi<'a> {
     pub fn boot_failed_server(&self) -> Result<String> {
         let image = self.create_image("novamedic-image")?;
         let flavor = self.create_flavor("novamedic-oversized", OVERSIZED_RAM_MB)?;
+        self.boot_server_to_error("novamedic-no-valid-host", &image, &flavor)
+    }
+
+    /// Creates a server without networks and waits until it is in ERROR.
+    fn boot_server_to_error(&self, name: &str, image: &str, flavor: &str) -> Result<String> {
         let request = json!({"server": {
-            "name": "novamedic-no-valid-host",
+            "name": name,
             "imageRef": image,
             "flavorRef": flavor,
             "networks": "none",
@@ -182,6 +190,61 @@ impl<'a> NovaApi<'a> {
         };
         self.wait_for_server_status(id, "ERROR")?;
         Ok(id.to_string())
+    }
+
+    /// Creates a server that the scheduler places on the fake host and that
+    /// fails there: nova-compute is switched to nova's own
+    /// `fake.FakeBuildAbortDriver`, whose spawn raises
+    /// `BuildAbortException`, so nova-compute logs the failure under the
+    /// build's request id and puts the server in ERROR without a
+    /// reschedule. Returns the server's id once it is in ERROR.
+    pub fn boot_server_failing_on_compute(&self) -> Result<String> {
+        let container = &self.node.container;
+        for file in ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf"] {
+            container.exec_ok(&[
+                "sed",
+                "-i",
+                "s/^compute_driver *= *fake.FakeDriver$/compute_driver = fake.FakeBuildAbortDriver/",
+                file,
+            ])?;
+        }
+        // The scheduler skips a host whose heartbeat is older than
+        // service_down_time (10 s here), and nova-compute sends none while
+        // it restarts, so wait for a heartbeat newer than the restart: the
+        // old process is gone once systemctl returns.
+        let heartbeat = |service: Option<Value>| service.map(|s| s["updated_at"].clone());
+        container.systemctl_ok(&["restart", NOVA_COMPUTE_UNIT])?;
+        let before = heartbeat(self.service("nova-compute")?);
+        let deadline = Instant::now() + API_TIMEOUT;
+        self.wait_until(deadline, "the restarted nova-compute is up", || {
+            let service = self.service("nova-compute")?;
+            let up = service.as_ref().is_some_and(|s| s["state"] == "up");
+            Ok(up && heartbeat(service) != before)
+        })?;
+        // The stack never discovers hosts on its own, and the conductor
+        // sends a build only to a host mapped to a cell.
+        // SQLite lets one writer in, so a busy conductor or API makes
+        // nova-manage fail with "database is locked"; it is run again.
+        let discover = [
+            "runuser",
+            "-u",
+            "nova",
+            "--",
+            "nova-manage",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/etc/nova/nova-conductor.conf",
+            "cell_v2",
+            "discover_hosts",
+        ];
+        let deadline = Instant::now() + API_TIMEOUT;
+        self.wait_until(deadline, "nova-manage maps the compute host", || {
+            Ok(container.exec(&discover)?.status.success())
+        })?;
+        let image = self.create_image("novamedic-image-spawn")?;
+        let flavor = self.create_flavor("novamedic-small", SMALL_RAM_MB)?;
+        self.boot_server_to_error("novamedic-spawn-aborted", &image, &flavor)
     }
 
     /// Returns the server `id` as the admin views it.

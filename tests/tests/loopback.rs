@@ -5,8 +5,9 @@
 //! `ServiceManager`, so these checks run in seconds on any machine. The
 //! system tests prove the same paths against a real systemd.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use novamedic::auth::Roles;
 use novamedic::config::{ServerConfig, Transport as ServerTransport};
 use novamedic_agent::config::AgentConfig;
 use novamedic_agent::executor::{Executor, ExecutorSettings};
+use novamedic_agent::logsearch::SearchSource;
 use novamedic_agent::report::ReportBuilder;
 use novamedic_agent::systemd::{
     RestartReport, ServiceManager, SystemdError, UnitObservation, UnitSnapshot,
@@ -96,6 +98,9 @@ impl ServiceManager for ScriptedSystemd {
 struct Harness {
     operator: OperatorServiceClient<Channel>,
     unit_tx: watch::Sender<UnitObservation>,
+    /// nova-compute's log file as the agent's log search sees it; the
+    /// directory starts empty.
+    log_file: PathBuf,
     _dirs: tempfile::TempDir,
     stop_controller: Option<oneshot::Sender<()>>,
     stop_agent: Option<oneshot::Sender<()>>,
@@ -196,12 +201,17 @@ async fn start_with(tls_dir: Option<&Path>) -> Harness {
         nova_compute_unit: Some(UNIT.to_string()),
         ..Default::default()
     };
+    let log_dir = dirs.path().join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let log_file = log_dir.join("nova-compute.log");
+    let source = SearchSource::shipped(log_file.clone());
     let executor = Executor::open(
         systemd,
         unit_rx.clone(),
         &ExecutorSettings::from_config(&config),
     )
-    .unwrap();
+    .unwrap()
+    .with_log_search(Arc::new(move || source.clone()));
     let transitions = Arc::new(TransitionLog::default());
     spawn_transition_recorder(unit_rx.clone(), transitions.clone());
     let builder = ReportBuilder::new(&config);
@@ -216,6 +226,7 @@ async fn start_with(tls_dir: Option<&Path>) -> Harness {
     Harness {
         operator,
         unit_tx,
+        log_file,
         _dirs: dirs,
         stop_controller: Some(stop_controller),
         stop_agent: Some(stop_agent),
@@ -272,6 +283,20 @@ async fn wait_for_node(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("node {NODE} never showed {what} within {limit:?}; last status: {last:#?}");
+}
+
+/// Returns the node's latest 100 events, newest first.
+async fn node_events(operator: &mut OperatorServiceClient<Channel>) -> Vec<v1::Event> {
+    let request = v1::ListEventsRequest {
+        node: NODE.to_string(),
+        limit: 100,
+    };
+    operator
+        .list_events(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .events
 }
 
 fn unit_of(status: &v1::NodeStatus) -> v1::NovaCompute {
@@ -352,16 +377,7 @@ async fn restart_round_trip_changes_pid_and_invocation() {
     assert_eq!(after.main_pid, 200);
     assert_ne!(before.invocation_id, after.invocation_id);
 
-    let events = harness
-        .operator
-        .list_events(v1::ListEventsRequest {
-            node: NODE.to_string(),
-            limit: 100,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = node_events(&mut harness.operator).await;
     let sent = events
         .iter()
         .find(|e| e.kind == "command_sent")
@@ -427,16 +443,7 @@ async fn unit_failure_sent_as_unit_change() {
         report.transitions
     );
 
-    let events = harness
-        .operator
-        .list_events(v1::ListEventsRequest {
-            node: NODE.to_string(),
-            limit: 100,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = node_events(&mut harness.operator).await;
     assert!(
         events
             .iter()
@@ -490,4 +497,147 @@ async fn agent_under_mutual_tls_restarts() {
         .find(|event| event.kind == "command_sent")
         .expect("a command_sent event");
     assert_eq!(sent.actor, OPERATOR);
+}
+
+const INSTANCE: &str = "6f1b8f4e-3c2a-4d5b-9e8f-0a1b2c3d4e5f";
+const REQUEST: &str = "req-0f9c7e52-6a4b-4d3e-9b7a-2c1d5e8f9a01";
+
+/// 2026-12-04T10:00:00Z, the time of the records below.
+const LOGGED_AT_MS: i64 = 1_796_378_400_000;
+
+/// Writes a current log and a compressed rotated copy, each with one
+/// record of the instance, the older one a traceback.
+fn write_rotated_logs(log_file: &Path) {
+    let context = format!("[{REQUEST} admin admin - - -]");
+    let claim = format!(
+        "2026-12-04 10:00:01.000 4242 INFO nova.compute.claims {context} [instance: {INSTANCE}] Claim successful\n\
+         2026-12-04 10:00:02.000 4242 INFO nova.compute.manager [-] unrelated\n"
+    );
+    let rotated = log_file.with_file_name("nova-compute.log.1.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(rotated).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(claim.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let spawn = format!(
+        "2026-12-04 10:00:30.000 4242 ERROR nova.compute.manager {context} [instance: {INSTANCE}] Instance failed to spawn: libvirt.libvirtError: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n\
+         2026-12-04 10:00:30.000 4242 ERROR nova.compute.manager [instance: {INSTANCE}] Traceback (most recent call last):\n\
+         2026-12-04 10:00:30.000 4242 ERROR nova.compute.manager [instance: {INSTANCE}] libvirt.libvirtError: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n"
+    );
+    std::fs::write(log_file, spawn).unwrap();
+}
+
+fn search(start_unix_ms: i64, end_unix_ms: i64) -> v1::SearchNodeLogsRequest {
+    v1::SearchNodeLogsRequest {
+        node: NODE.to_string(),
+        search: Some(v1::SearchLogs {
+            instance_uuid: INSTANCE.to_string(),
+            request_ids: vec![REQUEST.to_string()],
+            start_unix_ms,
+            end_unix_ms,
+            max_records: 50,
+        }),
+        wait_ms: 10_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_search_round_trip() {
+    let mut harness = start().await;
+    write_rotated_logs(&harness.log_file);
+    let status = wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(10),
+        "a connected agent",
+        |s| s.connected,
+    )
+    .await;
+    assert!(
+        status.capabilities.iter().any(|c| c == "search_logs"),
+        "{:?}",
+        status.capabilities
+    );
+
+    let window = search(LOGGED_AT_MS - 60_000, LOGGED_AT_MS + 60_000);
+    let response = harness
+        .operator
+        .search_node_logs(window)
+        .await
+        .expect("search failed")
+        .into_inner();
+    let result = response.result.expect("an answer");
+    assert_eq!(
+        result.outcome(),
+        CommandOutcome::Succeeded,
+        "{}",
+        result.detail
+    );
+    let found = result.log_search.expect("records");
+    assert_eq!(found.records.len(), 2, "{found:#?}");
+    assert!(found.records[0].file.ends_with("nova-compute.log.1.gz"));
+    assert!(found.records[0].text.contains("Claim successful"));
+    let spawn = &found.records[1];
+    assert_eq!(
+        spawn.text.lines().count(),
+        3,
+        "traceback joined: {}",
+        spawn.text
+    );
+    assert_eq!(spawn.fault_kind, "hypervisor_connection", "{spawn:#?}");
+    assert_eq!(found.files.len(), 2);
+
+    let events = node_events(&mut harness.operator).await;
+    let logged = events
+        .iter()
+        .find(|e| e.kind == "log_search")
+        .expect("the search is in the history");
+    assert!(logged.detail.contains(INSTANCE), "{logged:?}");
+    assert!(logged.detail.contains("2 records"), "{logged:?}");
+    assert!(
+        !events.iter().any(|e| e.kind == "command_result_unmatched"),
+        "the answer completes the search: {events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_search_rejections_name_the_reason() {
+    let mut harness = start().await;
+    wait_for_node(
+        &mut harness.operator,
+        Duration::from_secs(10),
+        "a connected agent",
+        |s| s.connected,
+    )
+    .await;
+
+    let week_and_a_day = 8 * 24 * 3_600_000;
+    let answer = harness
+        .operator
+        .search_node_logs(search(LOGGED_AT_MS, LOGGED_AT_MS + week_and_a_day))
+        .await
+        .expect("the agent answers")
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(answer.outcome(), CommandOutcome::Rejected);
+    assert!(answer.detail.contains("longer than"), "{}", answer.detail);
+
+    let mut unknown = search(LOGGED_AT_MS, LOGGED_AT_MS + 1);
+    unknown.node = "no-such-node".to_string();
+    let status = harness
+        .operator
+        .search_node_logs(unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+
+    let mut too_long = search(LOGGED_AT_MS, LOGGED_AT_MS + 1);
+    too_long.wait_ms = 3_600_000;
+    let status = harness
+        .operator
+        .search_node_logs(too_long)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }

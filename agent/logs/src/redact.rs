@@ -33,18 +33,24 @@ fn rules() -> &'static [(Regex, &'static str)] {
 /// at a character boundary.
 pub fn redact_sample(text: &str) -> String {
     // Redact before cutting, so a secret split by the cut is still recognised.
-    let mut redacted = text.to_string();
-    for (pattern, replacement) in rules() {
-        if pattern.is_match(&redacted) {
-            redacted = pattern.replace_all(&redacted, *replacement).into_owned();
-        }
-    }
+    let mut redacted = redact(text);
     if redacted.len() > MAX_SAMPLE_BYTES {
         let mut cut = MAX_SAMPLE_BYTES;
         while !redacted.is_char_boundary(cut) {
             cut -= 1;
         }
         redacted.truncate(cut);
+    }
+    redacted
+}
+
+/// Returns `text` with secrets replaced by `***`, whole.
+pub fn redact(text: &str) -> String {
+    let mut redacted = text.to_string();
+    for (pattern, replacement) in rules() {
+        if pattern.is_match(&redacted) {
+            redacted = pattern.replace_all(&redacted, *replacement).into_owned();
+        }
     }
     redacted
 }

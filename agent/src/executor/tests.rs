@@ -628,3 +628,110 @@ async fn unwritable_ledger_does_not_restart() {
     assert!(result.detail.contains("commands.json"), "{}", result.detail);
     assert_eq!(fake.restarts(), 0);
 }
+
+fn search_command(id: &str, search: v1::SearchLogs) -> v1::Command {
+    v1::Command {
+        command_id: id.to_string(),
+        timeout_ms: 30_000,
+        requested_by: "operator@example.net".to_string(),
+        reason: "diagnose".to_string(),
+        action: Some(Action::SearchLogs(search)),
+    }
+}
+
+fn search_source(log_file: &std::path::Path) -> SearchSourceFn {
+    let source = SearchSource::shipped(log_file.to_path_buf());
+    Arc::new(move || source.clone())
+}
+
+#[tokio::test]
+async fn search_answers_records_and_replays_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("nova-compute.log");
+    let uuid = "6f1b8f4e-3c2a-4d5b-9e8f-0a1b2c3d4e5f";
+    std::fs::write(
+        &log,
+        format!(
+            "2026-12-04 10:00:00.000 7 ERROR nova.compute.manager [req-0f9c7e52-6a4b-4d3e-9b7a-2c1d5e8f9a01 a b - - -] [instance: {uuid}] Instance failed to spawn\n"
+        ),
+    )
+    .unwrap();
+    let fake = FakeManager::healthy();
+    let executor = executor(&fake, dir.path()).with_log_search(search_source(&log));
+    let search = v1::SearchLogs {
+        instance_uuid: uuid.to_string(),
+        request_ids: vec![],
+        start_unix_ms: 1_796_378_000_000,
+        end_unix_ms: 1_796_379_000_000,
+        max_records: 10,
+    };
+
+    let result = executor
+        .execute(search_command("s-1", search.clone()), Instant::now())
+        .await;
+    assert_eq!(
+        outcome(&result),
+        CommandOutcome::Succeeded,
+        "{}",
+        result.detail
+    );
+    let found = result.log_search.expect("records");
+    assert_eq!(found.records.len(), 1, "{found:?}");
+    assert!(
+        result.detail.starts_with("1 records in 1 of 1 files"),
+        "{}",
+        result.detail
+    );
+
+    let replay = executor
+        .execute(search_command("s-1", search), Instant::now())
+        .await;
+    assert!(replay.replayed);
+    assert_eq!(replay.detail, result.detail);
+    assert!(replay.log_search.is_none());
+    assert_eq!(fake.restarts(), 0, "a search never restarts");
+}
+
+#[tokio::test]
+async fn search_does_not_wait_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeManager::healthy();
+    *fake.0.hang.lock().unwrap() = true;
+    let executor = Arc::new(
+        executor(&fake, dir.path()).with_log_search(search_source(&dir.path().join("none.log"))),
+    );
+    let restarting = executor.clone();
+    tokio::spawn(async move {
+        restarting
+            .execute(restart_command("c-1", UNIT), Instant::now())
+            .await
+    });
+    fake.0.restart_started.notified().await;
+
+    let bad = v1::SearchLogs {
+        instance_uuid: "x".to_string(),
+        ..Default::default()
+    };
+    let result = executor
+        .execute(search_command("s-2", bad), Instant::now())
+        .await;
+    assert_eq!(outcome(&result), CommandOutcome::Rejected);
+    assert!(result.detail.contains("not a UUID"), "{}", result.detail);
+}
+
+#[tokio::test]
+async fn search_without_log_watch_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeManager::healthy();
+    let search = v1::SearchLogs {
+        instance_uuid: "6f1b8f4e-3c2a-4d5b-9e8f-0a1b2c3d4e5f".to_string(),
+        start_unix_ms: 1,
+        end_unix_ms: 2,
+        ..Default::default()
+    };
+    let result = executor(&fake, dir.path())
+        .execute(search_command("s-3", search), Instant::now())
+        .await;
+    assert_eq!(outcome(&result), CommandOutcome::Rejected);
+    assert!(result.detail.contains("log watch"), "{}", result.detail);
+}

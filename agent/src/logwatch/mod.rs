@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use crate::collect::nova_conf::NovaConfig;
 use crate::collect::process::{self, ProcessTable};
 use crate::config::AgentConfig;
+use crate::logsearch::SearchSource;
 use crate::systemd::UnitObservation;
 
 pub use journal::{parse_entry, JournalEntry};
@@ -184,6 +185,10 @@ pub fn load_catalogue(dir: &Path) -> (Arc<Catalogue>, Vec<LoadError>) {
 
 struct Shared {
     state: Mutex<LogState>,
+    /// The catalogue and zone the records are classified with, for log
+    /// searches.
+    catalogue: Arc<Catalogue>,
+    utc_offset: UtcOffset,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -199,7 +204,13 @@ impl LogWatch {
     pub fn start(settings: LogWatchSettings, resolver: TargetResolver) -> std::io::Result<Self> {
         let (catalogue, errors) = load_catalogue(&settings.signatures_dir);
         let shared = Arc::new(Shared {
-            state: Mutex::new(LogState::new(catalogue, errors, settings.utc_offset)),
+            state: Mutex::new(LogState::new(
+                catalogue.clone(),
+                errors,
+                settings.utc_offset,
+            )),
+            catalogue,
+            utc_offset: settings.utc_offset,
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
@@ -214,6 +225,17 @@ impl LogWatch {
     /// Returns the report's log section at `now_unix_ms`.
     pub fn report(&self, now_unix_ms: i64) -> v1::LogHealth {
         lock(&self.shared.state).to_wire(now_unix_ms)
+    }
+
+    /// Returns the file a log search reads now: the one the watch follows.
+    pub fn search_source(&self) -> SearchSource {
+        let state = lock(&self.shared.state);
+        SearchSource {
+            log_file: state.status.log_file.clone(),
+            problem: state.status.log_file_problem.clone(),
+            catalogue: self.shared.catalogue.clone(),
+            utc_offset: self.shared.utc_offset,
+        }
     }
 
     /// Stops the watch thread and journalctl, and waits for them.

@@ -16,7 +16,9 @@ use tonic::transport::Channel;
 
 use super::client::{connect, print_json, write_stdout, Outcome, Target, READ_TIMEOUT};
 use super::{exit, Failure, OutputFormat};
-use crate::diagnose::{self, all, markdown, text, DiagnoseError, FleetSource};
+use crate::diagnose::{
+    self, all, markdown, text, DiagnoseError, FleetSource, HostLogQuery, HostLogs,
+};
 use crate::openstack::config::{self, Overrides, SearchPaths};
 use crate::openstack::{ApiError, Client};
 
@@ -262,8 +264,11 @@ impl<'a> ControllerFleet<'a> {
     }
 }
 
-impl FleetSource for ControllerFleet<'_> {
-    async fn node(&self, node: &str) -> Result<Option<NodeView>, String> {
+/// Time the agent may spend on a log search.
+const LOG_SEARCH_WAIT: Duration = Duration::from_secs(30);
+
+impl ControllerFleet<'_> {
+    async fn client(&self) -> Result<OperatorServiceClient<Channel>, String> {
         let client = self
             .client
             .get_or_init(|| async {
@@ -272,7 +277,45 @@ impl FleetSource for ControllerFleet<'_> {
                     .map_err(|failure| failure.message)
             })
             .await;
-        let mut client = client.clone()?;
+        client.clone()
+    }
+
+    fn answered(&self, status: &tonic::Status) -> String {
+        format!(
+            "the controller at {} answered {}: {}",
+            self.target.url,
+            status.code().description(),
+            status.message()
+        )
+    }
+}
+
+impl FleetSource for ControllerFleet<'_> {
+    async fn search_logs(&self, node: &str, query: &HostLogQuery) -> Result<HostLogs, String> {
+        let mut client = self.client().await?;
+        let mut request = tonic::Request::new(v1::SearchNodeLogsRequest {
+            node: node.to_string(),
+            search: Some(query.to_wire()),
+            wait_ms: LOG_SEARCH_WAIT.as_millis() as u64,
+        });
+        request.set_timeout(LOG_SEARCH_WAIT + READ_TIMEOUT);
+        let response = client
+            .search_node_logs(request)
+            .await
+            .map_err(|status| self.answered(&status))?
+            .into_inner();
+        let result = response.result.unwrap_or_default();
+        match result.log_search {
+            Some(found) => Ok(HostLogs::from_wire(&response.node, &found)),
+            None => Err(format!(
+                "the agent on {} did not search: {}",
+                response.node, result.detail
+            )),
+        }
+    }
+
+    async fn node(&self, node: &str) -> Result<Option<NodeView>, String> {
+        let mut client = self.client().await?;
         let mut request = tonic::Request::new(v1::GetNodeRequest {
             node: node.to_string(),
         });
@@ -280,12 +323,7 @@ impl FleetSource for ControllerFleet<'_> {
         match client.get_node(request).await {
             Ok(response) => Ok(Some(NodeView::from_status(&response.into_inner()))),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(format!(
-                "the controller at {} answered {}: {}",
-                self.target.url,
-                status.code().description(),
-                status.message()
-            )),
+            Err(status) => Err(self.answered(&status)),
         }
     }
 }

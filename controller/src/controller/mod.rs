@@ -10,6 +10,7 @@
 mod alerts;
 mod metrics;
 mod nova;
+mod logsearch;
 pub mod policy;
 mod restart;
 mod throttle;
@@ -21,6 +22,7 @@ use novamedic_proto::v1;
 use novamedic_proto::view::outcome_name;
 use novamedic_tls::PeerIdentity;
 
+pub use logsearch::{SearchError, DEFAULT_SEARCH_WAIT, MAX_SEARCH_WAIT};
 pub use restart::RestartError;
 
 use crate::alerting::disconnect::MassDisconnect;
@@ -263,6 +265,14 @@ impl Controller {
     /// command's target, or for a command id never issued, changes no command
     /// and is recorded under its own event kind.
     pub async fn accept_command_result(&self, node: &str, result: v1::CommandResult) {
+        let Some(result) = self.fleet.complete_search(node, result) else {
+            return;
+        };
+        if result.log_search.is_some() {
+            // A search whose requester gave up; searches are not stored.
+            tracing::info!(node, command_id = ?result.command_id, "late log search answer dropped");
+            return;
+        }
         let outcome = outcome_name(result.outcome);
         tracing::info!(
             node,

@@ -5,8 +5,8 @@ use futures::future::join_all;
 use novamedic_proto::view::NodeView;
 
 use super::{
-    verdict, DiagnoseError, Diagnosis, FleetHost, FleetSource, HostCheck, ImageCheck, MissingPart,
-    VolumeCheck, SCHEMA_VERSION,
+    verdict, DiagnoseError, Diagnosis, FleetHost, FleetSource, HostCheck, HostLogQuery, HostLogs,
+    ImageCheck, MissingPart, VolumeCheck, SCHEMA_VERSION,
 };
 use crate::openstack::types::{Flavor, Image, InstanceAction, Server};
 use crate::openstack::{nova, others, ApiError, Client};
@@ -275,10 +275,8 @@ pub fn involved_hosts(
     hosts
 }
 
-// NOTE: the host evidence is the agent's latest report only. nova-compute's
-// own log records for this instance's UUID and request ids (including
-// rotated and compressed files) would need a new agent command on the
-// stream, classified on the node and returned here.
+/// Reads each involved host's service record and novamedic's report, and
+/// has its agent search nova-compute's log files for the instance.
 async fn host_checks(
     client: &Client,
     fleet: &impl FleetSource,
@@ -286,6 +284,8 @@ async fn host_checks(
     actions: &[InstanceAction],
 ) -> (Vec<HostCheck>, Vec<MissingPart>) {
     let flavor = server.flavor.clone().unwrap_or_default();
+    let query = HostLogQuery::for_server(server, actions, crate::clock::now_unix_ms());
+    let query = &query;
     let reads = involved_hosts(server, actions).into_iter().map(|(host, roles)| {
         let flavor = flavor.clone();
         async move {
@@ -297,6 +297,10 @@ async fn host_checks(
                     missing.push(missing_part(&format!("service {host}"), &err));
                     None
                 }
+            };
+            let logs = match &node {
+                Ok(Some(view)) => host_logs(fleet, &host, view, query, &mut missing).await,
+                _ => None,
             };
             let fleet = match node {
                 Ok(Some(view)) => Some(fleet_host(&view, &flavor)),
@@ -315,7 +319,7 @@ async fn host_checks(
                     None
                 }
             };
-            (HostCheck { host, roles, service, fleet }, missing)
+            (HostCheck { host, roles, service, fleet, logs }, missing)
         }
     });
     let mut checks = Vec::new();
@@ -325,6 +329,59 @@ async fn host_checks(
         missing.extend(host_missing);
     }
     (checks, missing)
+}
+
+/// Has the agent of `view` search nova-compute's logs, or records in
+/// `missing` why it could not.
+async fn host_logs(
+    fleet: &impl FleetSource,
+    host: &str,
+    view: &NodeView,
+    query: &HostLogQuery,
+    missing: &mut Vec<MissingPart>,
+) -> Option<HostLogs> {
+    let part = format!("logs {host}");
+    let not_searched = |reason: String| MissingPart {
+        part: part.clone(),
+        reason,
+    };
+    if !view.connected {
+        missing.push(not_searched(format!(
+            "the agent on {} is not connected, so nova-compute's log was not searched",
+            view.node
+        )));
+        return None;
+    }
+    let capable = view
+        .capabilities
+        .iter()
+        .any(|c| c == novamedic_proto::CAPABILITY_SEARCH_LOGS);
+    if !capable {
+        missing.push(not_searched(format!(
+            "the agent on {} (version {}) does not announce the {} capability; upgrade it \
+             to have nova-compute's log searched",
+            view.node,
+            if view.agent_version.is_empty() {
+                "unknown"
+            } else {
+                &view.agent_version
+            },
+            novamedic_proto::CAPABILITY_SEARCH_LOGS
+        )));
+        return None;
+    }
+    match fleet.search_logs(&view.node, query).await {
+        Ok(logs) => {
+            if let Some(problem) = &logs.problem {
+                missing.push(not_searched(problem.clone()));
+            }
+            Some(logs)
+        }
+        Err(reason) => {
+            missing.push(not_searched(reason));
+            None
+        }
+    }
 }
 
 /// Asks the fleet for `host`, then for its short name (`compute-07` for
@@ -374,6 +431,8 @@ fn fleet_host(view: &NodeView, flavor: &Flavor) -> FleetHost {
         },
         memory_available_bytes: view.memory.available_bytes,
         instances_disk_available_bytes: instances_disk,
+        cpus: view.cpu.count,
+        guest_vcpus: view.guests.vcpus,
         shortfalls,
         log_faults: view
             .log

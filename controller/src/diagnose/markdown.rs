@@ -56,6 +56,7 @@ pub fn render(diagnosis: &Diagnosis) -> String {
     events_section(&mut out, diagnosis);
     resources_section(&mut out, diagnosis);
     hosts_section(&mut out, diagnosis);
+    host_logs_section(&mut out, diagnosis);
     if !diagnosis.missing.is_empty() {
         out.push_str("\n## Not checked\n\n");
         for part in &diagnosis.missing {
@@ -237,6 +238,47 @@ fn hosts_section(out: &mut String, diagnosis: &Diagnosis) {
             cell(&fleet),
             cell(&faults)
         );
+    }
+}
+
+/// Quotes the records nova-compute logged for the instance on each host:
+/// the classified and WARNING-or-worse ones in full, the count of the rest.
+fn host_logs_section(out: &mut String, diagnosis: &Diagnosis) {
+    for host in &diagnosis.hosts {
+        let Some(logs) = &host.logs else { continue };
+        let _ = writeln!(out, "\n## nova-compute log on {}\n", inline(&host.host));
+        let _ = writeln!(
+            out,
+            "{} records of this instance in {} files ({}){}.\n",
+            logs.records.len(),
+            logs.files_searched.len(),
+            inline(&logs.files_searched.join(", ")),
+            if logs.truncated {
+                "; more matched than were returned"
+            } else {
+                ""
+            }
+        );
+        let problems = logs
+            .records
+            .iter()
+            .filter(|r| r.signature_id.is_some() || !matches!(r.level.as_str(), "INFO" | "DEBUG"));
+        for record in problems {
+            let signature = match (&record.signature_id, &record.fault_kind) {
+                (Some(id), Some(kind)) => format!(" — `{}` ({})", inline(id), inline(kind)),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "- {} line {}{signature}",
+                inline(&record.file),
+                record.line
+            );
+            code_block(out, &record.text);
+        }
+        for note in &logs.file_notes {
+            let _ = writeln!(out, "- {}", inline(note));
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod all;
 pub mod gather;
+pub mod hostlogs;
 pub mod markdown;
 pub mod text;
 pub mod verdict;
@@ -26,6 +27,7 @@ use crate::openstack::types::{ComputeService, Image, InstanceAction, Port, Serve
 use crate::openstack::ApiError;
 
 pub use gather::diagnose;
+pub use hostlogs::{HostLogQuery, HostLogRecord, HostLogs};
 pub use verdict::{Cause, Verdict};
 
 /// Version of the JSON document; it grows only by new fields.
@@ -38,6 +40,18 @@ pub trait FleetSource {
     /// controller does not know it, `Err` with a reason when the controller
     /// cannot be asked.
     fn node(&self, node: &str) -> impl Future<Output = Result<Option<NodeView>, String>> + Send;
+
+    /// nova-compute's log records for `query` on the node named `node`,
+    /// searched by its agent; `Err` with a reason when the search could
+    /// not run. A source without agents to ask says so.
+    fn search_logs(
+        &self,
+        node: &str,
+        query: &HostLogQuery,
+    ) -> impl Future<Output = Result<HostLogs, String>> + Send {
+        let _ = (node, query);
+        async { Err("this fleet source cannot search host logs".to_string()) }
+    }
 }
 
 /// Everything `novamedic diagnose` found about one server. Serialized as
@@ -90,6 +104,10 @@ pub struct HostCheck {
     pub service: Option<ComputeService>,
     /// novamedic's latest report of the host.
     pub fleet: Option<FleetHost>,
+    /// nova-compute's log records of this instance on the host, searched
+    /// by its agent; `null` when they could not be searched (see
+    /// `missing`).
+    pub logs: Option<HostLogs>,
 }
 
 /// The parts of a novamedic node report that bear on a failed instance.
@@ -105,6 +123,9 @@ pub struct FleetHost {
     pub nova_compute: String,
     pub memory_available_bytes: u64,
     pub instances_disk_available_bytes: Option<u64>,
+    /// CPUs of the host and vCPUs its running guests have.
+    pub cpus: u32,
+    pub guest_vcpus: u32,
     /// Shortfalls of the host against the flavor, in words.
     pub shortfalls: Vec<String>,
     pub log_faults: Vec<LogFaultView>,

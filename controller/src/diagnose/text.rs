@@ -229,6 +229,65 @@ fn host_lines(out: &mut String, diagnosis: &Diagnosis) {
                 );
             }
         }
+        if let Some(logs) = &host.logs {
+            host_log_lines(out, logs);
+        }
+    }
+}
+
+/// Problem records shown per host; the JSON output has them all.
+const SHOWN_LOG_RECORDS: usize = 10;
+
+fn host_log_lines(out: &mut String, logs: &crate::diagnose::HostLogs) {
+    let problems: Vec<_> = logs
+        .records
+        .iter()
+        .filter(|record| {
+            record.signature_id.is_some() || !matches!(record.level.as_str(), "INFO" | "DEBUG")
+        })
+        .collect();
+    field(
+        out,
+        "Host log",
+        &format!(
+            "{} records of this instance in {} files of {}{}, {} of them problems",
+            logs.records.len(),
+            logs.files_searched.len(),
+            if logs.log_file.is_empty() {
+                "-"
+            } else {
+                &logs.log_file
+            },
+            if logs.truncated {
+                " (more matched)"
+            } else {
+                ""
+            },
+            problems.len()
+        ),
+    );
+    for record in problems.iter().take(SHOWN_LOG_RECORDS) {
+        let signature = record
+            .signature_id
+            .as_deref()
+            .map(|id| format!(" [{id}]"))
+            .unwrap_or_default();
+        field(
+            out,
+            "",
+            &format!(
+                "└ {} {}{signature} {}",
+                opt(&record.time),
+                record.level,
+                record.first_line()
+            ),
+        );
+        if let Some(last) = record.last_line() {
+            field(out, "", &format!("  … {}", last.trim()));
+        }
+    }
+    for note in &logs.file_notes {
+        field(out, "", &format!("└ {note}"));
     }
 }
 

@@ -254,6 +254,10 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
     }
 }
 
+/// Log levels whose host records are searched for the text signatures:
+/// the problems nova-compute logged, not its routine steps.
+const PROBLEM_LEVELS: [&str; 4] = ["WARNING", "ERROR", "CRITICAL", "TRACE"];
+
 /// Collects the texts to search, each with where it came from.
 fn texts(diagnosis: &Diagnosis) -> Vec<(String, &str)> {
     let mut texts = Vec::new();
@@ -278,6 +282,17 @@ fn texts(diagnosis: &Diagnosis) -> Vec<(String, &str)> {
             if let Some(traceback) = event.traceback.as_deref() {
                 texts.push((format!("{source} (traceback)"), traceback));
             }
+        }
+    }
+    for host in &diagnosis.hosts {
+        let Some(logs) = &host.logs else { continue };
+        let problems = logs
+            .records
+            .iter()
+            .filter(|record| PROBLEM_LEVELS.contains(&record.level.as_str()));
+        for record in problems {
+            let source = format!("nova-compute log on {}, line {}", host.host, record.line);
+            texts.push((source, record.text.as_str()));
         }
     }
     texts
@@ -316,12 +331,8 @@ fn first_line_containing(texts: &[(String, &str)], pattern: &str) -> Option<Stri
         if !pattern.split('&').all(|part| text.contains(part)) {
             return None;
         }
-        let line = text.lines().find(|line| line.contains(first_part))?.trim();
-        let mut shortened: String = line.chars().take(240).collect();
-        if shortened.len() < line.len() {
-            shortened.push('…');
-        }
-        Some(shortened)
+        let line = text.lines().find(|line| line.contains(first_part))?;
+        Some(shorten(line))
     })
 }
 
@@ -407,8 +418,53 @@ fn structured_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
         if let Some(fleet) = &host.fleet {
             fleet_findings(&host.host, &diagnosis.server.id, fleet, &mut add);
         }
+        if let Some(logs) = &host.logs {
+            host_log_findings(&host.host, logs, &mut add);
+        }
     }
     findings
+}
+
+/// One finding per signature the agent's classifier matched in the
+/// instance's own log records, quoting the first such record: a direct
+/// sign, since the record names this instance or one of its requests.
+fn host_log_findings(host: &str, logs: &super::HostLogs, add: &mut impl FnMut(Cause, u32, String)) {
+    let mut seen: Vec<&str> = Vec::new();
+    for record in &logs.records {
+        let (Some(signature), Some(kind)) = (&record.signature_id, &record.fault_kind) else {
+            continue;
+        };
+        let Some(cause) = log_fault_cause(kind) else {
+            continue;
+        };
+        if seen.contains(&signature.as_str()) {
+            continue;
+        }
+        seen.push(signature);
+        let mut quote = shorten(record.first_line());
+        if let Some(last) = record.last_line() {
+            quote.push_str(" … ");
+            quote.push_str(&shorten(last));
+        }
+        add(
+            cause,
+            3,
+            format!(
+                "nova-compute on {host} logged {signature} ({kind}) at {}: {quote}",
+                record.time.as_deref().unwrap_or("an unknown time")
+            ),
+        );
+    }
+}
+
+/// Trims a quoted log line to 240 characters.
+fn shorten(line: &str) -> String {
+    let line = line.trim();
+    let mut shortened: String = line.chars().take(240).collect();
+    if shortened.len() < line.len() {
+        shortened.push('…');
+    }
+    shortened
 }
 
 fn service_findings(
@@ -464,6 +520,18 @@ fn fleet_findings(
             format!(
                 "novamedic: nova-compute on {host} is {}",
                 fleet.nova_compute
+            ),
+        );
+    }
+    // The node's health is as of its latest report, not of the build, so it
+    // is a hint only.
+    if fleet.health == "failed" && !fleet.reasons.is_empty() {
+        add(
+            Cause::ServiceHealth,
+            1,
+            format!(
+                "novamedic: {host} is failed now: {}",
+                fleet.reasons.join("; ")
             ),
         );
     }

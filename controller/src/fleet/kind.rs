@@ -25,6 +25,9 @@ pub const COMMAND_RESULT: &str = "command_result";
 pub const COMMAND_RESULT_REJECTED: &str = "command_result_rejected";
 /// A command result named a command id this controller never issued.
 pub const COMMAND_RESULT_UNMATCHED: &str = "command_result_unmatched";
+/// An operator searched nova-compute's log files on the node; the detail
+/// names the instance or requests, the window and what came back.
+pub const LOG_SEARCH: &str = "log_search";
 /// The self-healing policy decided something about a node: watching a
 /// condition, holding back and why, restarting, verifying, escalating.
 pub const POLICY_DECISION: &str = "policy_decision";

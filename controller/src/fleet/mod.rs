@@ -47,6 +47,9 @@ struct NodeState {
     health: v1::Health,
     connection: Option<Connection>,
     pending: HashMap<String, PendingCommand>,
+    /// Log searches waiting for their answers, by command id. Kept apart
+    /// from `pending`: a search neither waits for nor blocks a restart.
+    searches: HashMap<String, oneshot::Sender<v1::CommandResult>>,
 }
 
 #[derive(Debug)]
@@ -112,6 +115,13 @@ pub struct CommandTicket {
     pub reply: oneshot::Receiver<v1::CommandResult>,
 }
 
+/// The stream and reply channel of a log search the fleet accepted to send.
+#[derive(Debug)]
+pub struct SearchTicket {
+    pub sender: StreamSender,
+    pub reply: oneshot::Receiver<v1::CommandResult>,
+}
+
 /// The reason a command cannot be sent to a node.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CommandRejection {
@@ -145,6 +155,7 @@ impl Fleet {
                     health: record.health,
                     connection: None,
                     pending: HashMap::new(),
+                    searches: HashMap::new(),
                     hello: record.hello,
                 };
                 (state.hello.node.clone(), state)
@@ -243,6 +254,9 @@ impl Fleet {
             return None;
         }
         state.connection = None;
+        // A search is answered on the stream it went down, so its waiter
+        // learns now that no answer will come.
+        state.searches.clear();
         Some(changes::event(
             node,
             kind::AGENT_DISCONNECTED,
@@ -401,6 +415,64 @@ impl Fleet {
         Ok(ticket)
     }
 
+    /// Checks that a log search may go to `node` now and registers
+    /// `command_id` as a search waiting for its answer.
+    pub fn begin_search(
+        &self,
+        node: &str,
+        command_id: &str,
+    ) -> Result<SearchTicket, CommandRejection> {
+        let mut nodes = self.lock();
+        let state = nodes.get_mut(node).ok_or(CommandRejection::UnknownNode)?;
+        let Some(connection) = &state.connection else {
+            return Err(CommandRejection::NotConnected {
+                last_seen_unix_ms: state.last_seen_unix_ms,
+            });
+        };
+        let capability = novamedic_proto::CAPABILITY_SEARCH_LOGS;
+        if !state.hello.capabilities.iter().any(|c| c == capability) {
+            return Err(CommandRejection::MissingCapability {
+                capability,
+                agent_version: state.hello.agent_version.clone(),
+            });
+        }
+        let (reply_tx, reply) = oneshot::channel();
+        let ticket = SearchTicket {
+            sender: connection.sender.clone(),
+            reply,
+        };
+        state.searches.insert(command_id.to_string(), reply_tx);
+        Ok(ticket)
+    }
+
+    /// Hands a log search's answer to its waiting requester. Returns the
+    /// result back when no search of that id waits on `node`.
+    pub fn complete_search(
+        &self,
+        node: &str,
+        result: v1::CommandResult,
+    ) -> Option<v1::CommandResult> {
+        let waiting = self
+            .lock()
+            .get_mut(node)
+            .and_then(|state| state.searches.remove(&result.command_id));
+        match waiting {
+            Some(reply) => {
+                // The requester may have given up a moment ago.
+                let _ = reply.send(result);
+                None
+            }
+            None => Some(result),
+        }
+    }
+
+    /// Forgets a log search whose requester stopped waiting.
+    pub fn abandon_search(&self, node: &str, command_id: &str) {
+        if let Some(state) = self.lock().get_mut(node) {
+            state.searches.remove(command_id);
+        }
+    }
+
     /// Forgets a pending command whose requester stopped waiting.
     pub fn abandon_command(&self, node: &str, command_id: &str) {
         if let Some(state) = self.lock().get_mut(node) {
@@ -444,6 +516,7 @@ impl Fleet {
                 ));
             }
             state.pending.clear();
+            state.searches.clear();
         }
         events
     }
@@ -468,6 +541,7 @@ impl NodeState {
             health: v1::Health::default(),
             connection: None,
             pending: HashMap::new(),
+            searches: HashMap::new(),
         }
     }
 

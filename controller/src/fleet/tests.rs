@@ -275,3 +275,76 @@ async fn restart_pending_until_result() {
         .begin_restart("c1", "cmd-2", "bob@host", false)
         .is_ok());
 }
+
+fn searching_hello(node: &str) -> HelloRecord {
+    let mut hello = hello(node);
+    hello
+        .capabilities
+        .push(novamedic_proto::CAPABILITY_SEARCH_LOGS.to_string());
+    hello
+}
+
+#[tokio::test]
+async fn search_is_kept_apart_from_restarts() {
+    let fleet = Fleet::from_records(Vec::new(), 0);
+    let (tx, _rx) = mpsc::channel(1);
+    fleet.connect(searching_hello("c1"), tx, 0);
+
+    let restart = fleet
+        .begin_restart("c1", "cmd-1", "alice")
+        .expect("restart");
+    let search = fleet
+        .begin_search("c1", "search-1")
+        .expect("search beside a restart");
+    assert!(
+        fleet.pending_requester("c1", "search-1").is_none(),
+        "a search is no restart"
+    );
+
+    let answer = v1::CommandResult {
+        command_id: "search-1".into(),
+        outcome: v1::CommandOutcome::Succeeded as i32,
+        log_search: Some(v1::LogSearchResult::default()),
+        ..Default::default()
+    };
+    assert!(fleet.complete_search("c1", answer.clone()).is_none());
+    assert_eq!(search.reply.await.expect("answer delivered"), answer);
+    let restart_result = v1::CommandResult {
+        command_id: "cmd-1".into(),
+        ..Default::default()
+    };
+    let returned = fleet
+        .complete_search("c1", restart_result.clone())
+        .expect("not a search");
+    assert_eq!(returned, restart_result);
+    assert!(fleet.complete_command("c1", returned).is_some());
+    assert!(restart.reply.await.is_ok());
+}
+
+#[tokio::test]
+async fn search_rejections_and_disconnect() {
+    let fleet = Fleet::from_records(Vec::new(), 0);
+    assert_eq!(
+        fleet.begin_search("nope", "s").unwrap_err(),
+        CommandRejection::UnknownNode
+    );
+    let (old_tx, _old_rx) = mpsc::channel(1);
+    fleet.connect(hello("old-agent"), old_tx, 0);
+    assert_eq!(
+        fleet.begin_search("old-agent", "s").unwrap_err(),
+        CommandRejection::MissingCapability {
+            capability: novamedic_proto::CAPABILITY_SEARCH_LOGS,
+            agent_version: "0.1.0".into()
+        }
+    );
+
+    let (tx, _rx) = mpsc::channel(1);
+    let connected = fleet.connect(searching_hello("c1"), tx, 0);
+    let search = fleet.begin_search("c1", "s-1").expect("search");
+    fleet.disconnect("c1", connected.connection_id, "gone".into(), 10);
+    assert!(search.reply.await.is_err(), "the waiter learns at once");
+    assert!(matches!(
+        fleet.begin_search("c1", "s-2").unwrap_err(),
+        CommandRejection::NotConnected { .. }
+    ));
+}

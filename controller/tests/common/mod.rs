@@ -342,6 +342,7 @@ pub fn succeeded_result(command: &v1::Command, outcome: v1::CommandOutcome) -> v
         }),
         duration_ms: 1234,
         replayed: false,
+        log_search: None,
     }
 }
 
