@@ -11,6 +11,7 @@ pub mod policy;
 mod restart;
 mod throttle;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use novamedic_proto::v1;
@@ -22,6 +23,7 @@ pub use restart::RestartError;
 use crate::clock::now_unix_ms;
 use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
 use crate::policy::{Policy, PolicyState};
+use crate::report_timing::ReportTiming;
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
 use policy::PolicyRunner;
 use throttle::{ReportThrottle, UnsavedReport};
@@ -52,6 +54,7 @@ pub struct Controller {
     limits: RestartLimits,
     report_writes: ReportThrottle,
     policy: PolicyRunner,
+    report_timing: Arc<ReportTiming>,
 }
 
 impl Controller {
@@ -81,6 +84,7 @@ impl Controller {
             limits,
             report_writes: ReportThrottle::default(),
             policy: PolicyRunner::new(policy, state, policy_source),
+            report_timing: Arc::default(),
         })
     }
 
@@ -90,6 +94,11 @@ impl Controller {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The report latency samples, see [`crate::report_timing`].
+    pub fn report_timing(&self) -> Arc<ReportTiming> {
+        Arc::clone(&self.report_timing)
     }
 
     /// Registers an agent's accepted stream and returns its connection id.
@@ -167,13 +176,14 @@ impl Controller {
 
     /// Applies a report that arrived on `connection_id` and persists it, or
     /// keeps it for a later write when the node's routine reports arrive
-    /// faster than once a second (see [`throttle`]).
+    /// faster than once a second (see [`throttle`]). Returns the time the
+    /// fleet in memory took the report.
     pub async fn accept_report(
         &self,
         node: &str,
         connection_id: u64,
         report: v1::NodeReport,
-    ) -> Result<(), NotCurrent> {
+    ) -> Result<i64, NotCurrent> {
         let now = now_unix_ms();
         let must_save = !report.transitions.is_empty();
         let update = self
@@ -191,7 +201,7 @@ impl Controller {
         if let Some(report) = self.report_writes.admit(node, unsaved, must_save) {
             self.save_report(node, &report, &update.events).await;
         }
-        Ok(())
+        Ok(now)
     }
 
     async fn save_report(&self, node: &str, unsaved: &UnsavedReport, events: &[NewEvent]) {
