@@ -7,7 +7,7 @@
 //! logs percentiles of the samples since the previous line and starts over.
 //!
 //! - `lag`: from the agent's `collected_at_unix_ms` to the moment the fleet
-//!   in memory holds the report. It includes the time on the wire and in
+//!   in memory contains the report. It includes the time on the wire and in
 //!   the controller's queues, but it compares two clocks, so it means
 //!   something only when agent and controller share a clock, as the fleet
 //!   simulator on the controller's host does.
