@@ -410,7 +410,7 @@ pub fn raise_open_file_limit() -> Result<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit.clone())
+        setrlimit(Resource::Nofile, limit)
             .context("cannot raise the open-file limit (RLIMIT_NOFILE) to its hard limit")?;
     }
     Ok(limit.current.unwrap_or(u64::MAX))
