@@ -289,11 +289,14 @@ impl SimNode {
             ),
             _ => (v1::RpcProbeState::Alive, "replied".to_string(), 4),
         };
+        // The agent ignores a probe older than the unit's start, so the
+        // simulated probe always ran after it.
+        let started_ms = i64::try_from(self.started_at_unix_us / 1_000).unwrap_or(i64::MAX);
         v1::RpcProbe {
             state: state as i32,
             detail,
             latency_ms,
-            checked_at_unix_ms: now_ms,
+            checked_at_unix_ms: now_ms.max(started_ms + 1),
             routing_key,
             broker: "127.0.0.1:5672".to_string(),
             timeout_ms: 5_000,
@@ -301,7 +304,7 @@ impl SimNode {
     }
 }
 
-/// A quiet log: followed, nothing found, restart would not be vetoed.
+/// Builds a quiet log health: the log is followed, no fault found, no restart veto.
 fn log_health() -> v1::LogHealth {
     v1::LogHealth {
         log_file: "/var/log/nova/nova-compute.log".to_string(),
