@@ -7,7 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use novamedic_proto::v1::agent_message::Body;
@@ -25,6 +25,7 @@ use novamedic_tls::{CertKind, PeerIdentity};
 use crate::auth::Authority;
 use crate::controller::Controller;
 use crate::fleet::StreamPeer;
+use crate::report_timing::ReportTiming;
 use crate::store::HelloRecord;
 
 /// Time an agent has to send its Hello after opening the stream.
@@ -223,6 +224,7 @@ async fn read_stream(
     connection_id: u64,
     mut inbound: Streaming<v1::AgentMessage>,
 ) {
+    let timing = ReportTiming::enabled().then(|| controller.report_timing());
     let detail = loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
@@ -231,16 +233,20 @@ async fn read_stream(
         };
         match message.body {
             Some(Body::Report(report)) => {
-                let arrived = std::time::Instant::now();
+                let arrived = Instant::now();
                 controller.metrics().report_received();
+                let collected_at_unix_ms = report.collected_at_unix_ms;
                 let observation = observation_from_report(&report, now_unix_ms());
                 let applied = controller.accept_report(&node, connection_id, report).await;
-                if applied.is_err() {
+                let Ok(applied_at_unix_ms) = applied else {
                     tracing::info!(node = ?node, connection_id, "stream was replaced; stop reading it");
                     return;
-                }
+                };
                 controller.evaluate_policy(&node, observation).await;
                 controller.metrics().report_processed(arrived.elapsed());
+                if let Some(timing) = &timing {
+                    timing.record(collected_at_unix_ms, applied_at_unix_ms, arrived.elapsed());
+                }
             }
             Some(Body::CommandResult(result)) => {
                 controller.accept_command_result(&node, result).await;

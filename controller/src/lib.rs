@@ -9,6 +9,8 @@
 //!   and then persisted with its events.
 //! - [`agent_api`] and [`operator_api`]: the two gRPC services, thin adapters
 //!   over [`controller`].
+//! - [`report_timing`]: report latency percentiles for benchmarks, logged
+//!   at debug level.
 //! - [`server`]: binds, serves both services, marks stale nodes, shuts down.
 //! - [`config`]: the controller's TOML file.
 //! - [`cli`]: the `novamedic` command line, server and operator client in one.
@@ -33,6 +35,7 @@ pub mod nova_view;
 pub mod openstack;
 pub mod operator_api;
 pub mod policy;
+pub mod report_timing;
 pub mod server;
 pub mod store;
 pub mod tls_listener;

@@ -3,6 +3,8 @@
 //! - `system_env`: whether this machine can run the system tests, and where
 //!   the Debian tree, the workspace and the built binaries are;
 //! - `container`: real systemd booted with `systemd-nspawn`;
+//! - `fleet_sim`: many simulated agents on one controller, with scripted
+//!   faults, for the storm tests and the fleet benchmark;
 //! - `fake_controller`: a stand-in controller that sends the agent any
 //!   command, for the checks the real controller cannot make;
 //! - `private_nova`: the real nova stack, the agent and the controller in
@@ -14,6 +16,7 @@
 
 pub mod container;
 pub mod fake_controller;
+pub mod fleet_sim;
 pub mod nova;
 pub mod nova_api;
 pub mod private_nova;

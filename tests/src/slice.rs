@@ -271,60 +271,101 @@ pub struct CliOutput {
 
 /// The controller (`novamedic serve`) as a child process on 127.0.0.1.
 pub struct Controller {
-    binary: PathBuf,
+    options: ControllerOptions,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
-    /// Text of the policy file; `None` keeps the built-in policy.
-    policy: Option<String>,
     /// Tables appended to controller.toml, such as `[openstack]`.
     extra_config: String,
 }
 
+/// How a [`Controller`] runs.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// The `novamedic` binary.
+    pub binary: PathBuf,
+    /// Serve in plain text (`[tls] enabled = false`) instead of mutual TLS.
+    pub plaintext: bool,
+    /// Text of the policy file, `None` for the built-in policy.
+    pub policy: Option<String>,
+    /// The controller's `RUST_LOG`.
+    pub rust_log: String,
+}
+
+impl ControllerOptions {
+    /// The debug build under mutual TLS with the built-in policy.
+    pub fn new(env: &SystemTestEnv) -> Self {
+        ControllerOptions {
+            binary: env.binary("novamedic"),
+            plaintext: false,
+            policy: None,
+            rust_log: "info".to_string(),
+        }
+    }
+}
+
 impl Controller {
-    /// Starts the controller on a free port with a new, empty database.
+    /// Starts the controller on a free port with a new, empty database,
+    /// under mutual TLS.
     pub fn start(env: &SystemTestEnv) -> Result<Self> {
-        Self::start_inner(env, None)
+        Self::start_with(ControllerOptions::new(env))
     }
 
     /// Starts the controller with `policy` as its policy.toml.
     pub fn start_with_policy(env: &SystemTestEnv, policy: &str) -> Result<Self> {
-        Self::start_inner(env, Some(policy.to_string()))
+        Self::start_with(ControllerOptions {
+            policy: Some(policy.to_string()),
+            ..ControllerOptions::new(env)
+        })
     }
 
-    fn start_inner(env: &SystemTestEnv, policy: Option<String>) -> Result<Self> {
-        let binary = env.binary("novamedic");
-        require_binary(&binary)?;
+    /// Starts the controller as `options` say, on a free port with a new,
+    /// empty database.
+    pub fn start_with(options: ControllerOptions) -> Result<Self> {
+        require_binary(&options.binary)?;
         let dir = tempfile::Builder::new()
             .prefix("novamedic-controller-")
             .tempdir()?;
         let mut controller = Controller {
-            binary,
+            options,
             port: free_port()?,
             dir,
             child: None,
             starts: 0,
-            policy,
             extra_config: String::new(),
         };
-        let tls_dir = controller.tls_dir();
-        issue::init_ca(&tls_dir, "slice CA")?;
-        issue::issue(
-            &tls_dir,
-            CertKind::Controller,
-            "localhost",
-            &["127.0.0.1".to_string()],
-            1,
-        )?;
-        issue::issue(&tls_dir, CertKind::Operator, OPERATOR, &[], 1)?;
+        if let Some(policy) = &controller.options.policy {
+            fs::write(controller.policy_path(), policy)?;
+        }
+        if !controller.options.plaintext {
+            let tls_dir = controller.tls_dir();
+            issue::init_ca(&tls_dir, "slice CA")?;
+            issue::issue(
+                &tls_dir,
+                CertKind::Controller,
+                "localhost",
+                &["127.0.0.1".to_string()],
+                1,
+            )?;
+            issue::issue(&tls_dir, CertKind::Operator, OPERATOR, &[], 1)?;
+        }
         controller.restart()?;
         Ok(controller)
     }
 
-    /// URL agents and the CLI use; the controller requires mutual TLS.
+    /// URL agents and the CLI use: https:// under mutual TLS, else http://.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let scheme = if self.options.plaintext {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
     }
 
     /// The CA directory that issued the controller's certificates.
@@ -373,9 +414,6 @@ impl Controller {
         self.stop();
         let config_path = self.dir.path().join("controller.toml");
         fs::write(&config_path, self.config_text())?;
-        if let Some(policy) = &self.policy {
-            fs::write(self.dir.path().join("policy.toml"), policy)?;
-        }
 
         self.starts += 1;
         let log_path = self
@@ -383,17 +421,17 @@ impl Controller {
             .path()
             .join(format!("controller-{}.log", self.starts));
         let log = fs::File::create(&log_path)?;
-        let child = Command::new(&self.binary)
+        let child = Command::new(&self.options.binary)
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.options.rust_log)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+            .with_context(|| format!("cannot start {}", self.options.binary.display()))?;
         self.child = Some(child);
         self.wait_until_listening()
     }
@@ -429,28 +467,31 @@ impl Controller {
     /// result and exits with 1 when the outcome is rejected or failed.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
         let tls_dir = self.tls_dir();
-        let output = Command::new(&self.binary)
-            .arg("--controller")
-            .arg(self.url())
-            .arg("--tls-cert")
-            .arg(issue::issued_cert_path(
-                &tls_dir,
-                CertKind::Operator,
-                OPERATOR,
-            ))
-            .arg("--tls-key")
-            .arg(issue::issued_key_path(
-                &tls_dir,
-                CertKind::Operator,
-                OPERATOR,
-            ))
-            .arg("--tls-ca")
-            .arg(issue::ca_cert_path(&tls_dir))
+        let mut command = Command::new(&self.options.binary);
+        command.arg("--controller").arg(self.url());
+        if !self.options.plaintext {
+            command
+                .arg("--tls-cert")
+                .arg(issue::issued_cert_path(
+                    &tls_dir,
+                    CertKind::Operator,
+                    OPERATOR,
+                ))
+                .arg("--tls-key")
+                .arg(issue::issued_key_path(
+                    &tls_dir,
+                    CertKind::Operator,
+                    OPERATOR,
+                ))
+                .arg("--tls-ca")
+                .arg(issue::ca_cert_path(&tls_dir));
+        }
+        let output = command
             .args(args)
             .args(["-o", "json"])
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("cannot run {}", self.binary.display()))?;
+            .with_context(|| format!("cannot run {}", self.options.binary.display()))?;
         let exit_code = output.status.code().unwrap_or(-1);
         match serde_json::from_slice(&output.stdout) {
             Ok(json) => Ok(CliOutput { exit_code, json }),
@@ -524,23 +565,27 @@ impl Controller {
 
     fn config_text(&self) -> String {
         let db = self.dir.path().join("novamedic.db");
-        let tls = self.tls_dir();
-        let policy = match &self.policy {
-            Some(_) => format!(
-                "policy = \"{}\"\n",
-                self.dir.path().join("policy.toml").display()
-            ),
-            None => String::new(),
-        };
-        format!(
-            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n{policy}\n[tls]
-             cert = \"{tls}/controller-localhost.crt\"\nkey = \"{tls}/controller-localhost.key\"\n\
-             ca = \"{tls}/ca.crt\"\ncrl = \"{tls}/ca.crl\"\n\n[roles]\noperators = [\"{OPERATOR}\"]\n{}",
+        let mut text = format!(
+            "listen = \"127.0.0.1:{}\"\ndb = \"{}\"\n",
             self.port,
-            db.display(),
-            self.extra_config,
-            tls = tls.display(),
-        )
+            db.display()
+        );
+        if self.options.policy.is_some() {
+            text.push_str(&format!("policy = \"{}\"\n", self.policy_path().display()));
+        }
+        if self.options.plaintext {
+            text.push_str("\n[tls]\nenabled = false\n");
+            text.push_str(&self.extra_config);
+            return text;
+        }
+        text.push_str(&format!(
+            "\n[tls]\n\
+             cert = \"{tls}/controller-localhost.crt\"\nkey = \"{tls}/controller-localhost.key\"\n\
+             ca = \"{tls}/ca.crt\"\ncrl = \"{tls}/ca.crl\"\n\n[roles]\noperators = [\"{OPERATOR}\"]\n",
+            tls = self.tls_dir().display(),
+        ));
+        text.push_str(&self.extra_config);
+        text
     }
 
     fn wait_until_listening(&mut self) -> Result<()> {

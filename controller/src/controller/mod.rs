@@ -8,9 +8,9 @@
 //! what.
 
 mod alerts;
+mod logsearch;
 mod metrics;
 mod nova;
-mod logsearch;
 pub mod policy;
 mod restart;
 mod throttle;
@@ -31,6 +31,7 @@ use crate::clock::now_unix_ms;
 use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, StreamSender};
 use crate::nova_view::NovaWatch;
 use crate::policy::{Policy, PolicyState};
+use crate::report_timing::ReportTiming;
 use crate::store::{HelloRecord, NewEvent, Store, StoreError};
 use policy::PolicyRunner;
 use throttle::{ReportThrottle, UnsavedReport};
@@ -66,6 +67,7 @@ pub struct Controller {
     disconnects: Mutex<MassDisconnect>,
     /// Nova's view of the fleet, when a cloud is configured.
     nova: Option<Arc<NovaWatch>>,
+    report_timing: Arc<ReportTiming>,
 }
 
 impl Controller {
@@ -106,6 +108,7 @@ impl Controller {
             alerter,
             disconnects,
             nova: None,
+            report_timing: Arc::default(),
         };
         controller.sync_policy_alerts(controller.policy.engine.lock().await.state());
         Ok(controller)
@@ -140,6 +143,11 @@ impl Controller {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The report latency samples, see [`crate::report_timing`].
+    pub fn report_timing(&self) -> Arc<ReportTiming> {
+        Arc::clone(&self.report_timing)
     }
 
     /// Registers an agent's accepted stream and returns its connection id.
@@ -218,13 +226,14 @@ impl Controller {
 
     /// Applies a report that arrived on `connection_id` and persists it, or
     /// keeps it for a later write when the node's routine reports arrive
-    /// faster than once a second (see [`throttle`]).
+    /// faster than once a second (see [`throttle`]). Returns the time the
+    /// fleet in memory took the report.
     pub async fn accept_report(
         &self,
         node: &str,
         connection_id: u64,
         report: v1::NodeReport,
-    ) -> Result<(), NotCurrent> {
+    ) -> Result<i64, NotCurrent> {
         let now = now_unix_ms();
         let must_save = !report.transitions.is_empty();
         let update = self
@@ -242,7 +251,7 @@ impl Controller {
         if let Some(report) = self.report_writes.admit(node, unsaved, must_save) {
             self.save_report(node, &report, &update.events).await;
         }
-        Ok(())
+        Ok(now)
     }
 
     async fn save_report(&self, node: &str, unsaved: &UnsavedReport, events: &[NewEvent]) {
