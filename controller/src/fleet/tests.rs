@@ -291,7 +291,7 @@ async fn search_is_kept_apart_from_restarts() {
     fleet.connect(searching_hello("c1"), tx, 0);
 
     let restart = fleet
-        .begin_restart("c1", "cmd-1", "alice")
+        .begin_restart("c1", "cmd-1", "alice", false)
         .expect("restart");
     let search = fleet
         .begin_search("c1", "search-1")
