@@ -17,7 +17,7 @@ pub const DEFAULT_MIN_FREE_PERCENT: u8 = 5;
 /// turns a check off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
-    /// Free space on the filesystem that holds nova's `instances_path`.
+    /// Free space on the filesystem that contains nova's `instances_path`.
     pub min_free_disk_percent: u8,
     /// Available memory of the node.
     pub min_available_memory_percent: u8,

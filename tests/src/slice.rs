@@ -113,10 +113,10 @@ pub fn agent_config(node: &str, controller_url: &str, settings: &AgentSettings) 
     text
 }
 
-/// agent.toml's `[health]` table for test nodes. A container's disks and
-/// memory are the host's, which the tests do not control (a build machine
-/// may run with under 5 % free), so the resource checks are off; the unit
-/// tests of the agent's health rules cover them.
+/// agent.toml's `[health]` table for test nodes, with the resource checks
+/// off. A container's disks and memory are the host's, which the tests do
+/// not control: a build machine may run with under 5 % free. The agent's
+/// unit tests cover the resource rules.
 pub const AGENT_HEALTH_TABLE: &str =
     "\n[health]\nmin_free_disk_percent = 0\nmin_available_memory_percent = 0\n";
 
@@ -294,7 +294,8 @@ pub struct ControllerOptions {
 }
 
 impl ControllerOptions {
-    /// The debug build under mutual TLS with the built-in policy.
+    /// Returns the options of the debug build under mutual TLS with the
+    /// built-in policy.
     pub fn new(env: &SystemTestEnv) -> Self {
         ControllerOptions {
             binary: env.binary("novamedic"),
@@ -320,7 +321,7 @@ impl Controller {
         })
     }
 
-    /// Starts the controller as `options` say, on a free port with a new,
+    /// Starts the controller with `options`, on a free port with a new,
     /// empty database.
     pub fn start_with(options: ControllerOptions) -> Result<Self> {
         require_binary(&options.binary)?;
