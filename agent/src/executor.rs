@@ -343,8 +343,8 @@ impl<M: ServiceManager> Executor<M> {
     }
 
     /// Records the restart as in progress and counts it against the budget
-    /// before it starts, resets the unit's failed state when the plan says
-    /// so, then restarts and maps the report.
+    /// before it starts, resets the unit's failed state when the plan asks
+    /// for it, then restarts and maps the report.
     async fn restart(
         &self,
         state: &mut ExecutorState,

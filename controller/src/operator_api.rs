@@ -101,7 +101,7 @@ impl OperatorService for OperatorApi {
         }
     }
 
-    /// Needs the operator role, though it only reads: the answer holds
+    /// Needs the operator role, though it only reads: the response contains
     /// nova-compute's log records in full (tracebacks, user and project
     /// ids), more than the redacted samples a viewer sees in reports.
     async fn search_node_logs(

@@ -84,7 +84,7 @@ pub async fn serve_with_reload(
 }
 
 /// Serves like [`serve_with_listener`], with `/metrics` on
-/// `metrics_listener` whatever `config.metrics` says. Tests bind it to
+/// `metrics_listener` whatever `config.metrics` sets. Tests bind it to
 /// 127.0.0.1:0.
 pub async fn serve_with_metrics_listener(
     listener: TcpListener,

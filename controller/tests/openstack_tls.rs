@@ -106,7 +106,7 @@ fn client(env: &Environment) -> Result<Client, String> {
 }
 
 #[tokio::test]
-async fn client_certificate_answers_a_server_that_asks_for_one() {
+async fn client_certificate_accepted_by_server() {
     let ca_dir = tempfile::tempdir().unwrap();
     issue::init_ca(ca_dir.path(), "novamedic test CA").unwrap();
     let port = start_server(ca_dir.path()).await;
@@ -160,7 +160,7 @@ async fn client_certificate_answers_a_server_that_asks_for_one() {
 }
 
 #[tokio::test]
-async fn broken_client_identity_is_named_without_the_key() {
+async fn broken_client_identity_names_files() {
     let dir = tempfile::tempdir().unwrap();
     issue::init_ca(dir.path(), "novamedic test CA").unwrap();
     let operator = issue::issue(dir.path(), CertKind::Operator, "oncall", &[], 1).unwrap();

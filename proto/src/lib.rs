@@ -16,7 +16,7 @@ pub const CAPABILITY_RESTART_UNIT: &str = "restart_unit";
 /// Capability an agent announces when it honours `RestartUnit.reset_failed`
 /// (calls `ResetFailedUnit` before the restart of a failed unit).
 pub const CAPABILITY_RESET_FAILED: &str = "reset_failed";
-/// Capability an agent announces when it answers `SearchLogs` commands.
+/// Capability an agent announces when it executes `SearchLogs` commands.
 pub const CAPABILITY_SEARCH_LOGS: &str = "search_logs";
 
 #[allow(clippy::all, missing_docs)]

@@ -1,5 +1,5 @@
 //! Searching nova-compute's log files on one node: checks, delivery down
-//! the agent's stream, the wait for the answer, and an audit event.
+//! the agent's stream, the wait for the result, and an audit event.
 //!
 //! A search only reads on the node, so it is not recorded as a command in
 //! the store and neither waits for nor blocks a restart. Its answer can
@@ -22,13 +22,13 @@ pub const DEFAULT_SEARCH_WAIT: Duration = Duration::from_secs(30);
 /// Maximum wait a request may set.
 pub const MAX_SEARCH_WAIT: Duration = Duration::from_secs(120);
 
-/// Extra wait beyond the agent's budget, for the answer to travel back.
+/// Extra wait beyond the agent's budget, for the result to travel back.
 const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// Time allowed to put the command into the agent's stream buffer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The reason a log search got no answer.
+/// The reason a log search got no result.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("node is required")]

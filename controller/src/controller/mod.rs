@@ -145,7 +145,7 @@ impl Controller {
         &self.store
     }
 
-    /// The report latency samples, see [`crate::report_timing`].
+    /// Returns the report latency samples, see [`crate::report_timing`].
     pub fn report_timing(&self) -> Arc<ReportTiming> {
         Arc::clone(&self.report_timing)
     }
@@ -279,7 +279,7 @@ impl Controller {
         };
         if result.log_search.is_some() {
             // A search whose requester gave up; searches are not stored.
-            tracing::info!(node, command_id = ?result.command_id, "late log search answer dropped");
+            tracing::info!(node, command_id = ?result.command_id, "dropped a late log search result");
             return;
         }
         let outcome = outcome_name(result.outcome);

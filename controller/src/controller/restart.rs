@@ -85,7 +85,7 @@ impl RestartError {
     }
 }
 
-/// How a restart is carried out, beyond the operator's request.
+/// Options of a restart beyond the operator's request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RestartOptions {
     /// Ask the agent to reset the unit's failed state first. Only agents

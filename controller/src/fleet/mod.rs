@@ -47,7 +47,7 @@ struct NodeState {
     health: v1::Health,
     connection: Option<Connection>,
     pending: HashMap<String, PendingCommand>,
-    /// Log searches waiting for their answers, by command id. Kept apart
+    /// Log searches waiting for their results, by command id. Kept apart
     /// from `pending`: a search neither waits for nor blocks a restart.
     searches: HashMap<String, oneshot::Sender<v1::CommandResult>>,
 }
@@ -254,8 +254,8 @@ impl Fleet {
             return None;
         }
         state.connection = None;
-        // A search is answered on the stream it went down, so its waiter
-        // learns now that no answer will come.
+        // A search result returns on the stream the search went down, so its
+        // waiter learns now that no result will come.
         state.searches.clear();
         Some(changes::event(
             node,
@@ -416,7 +416,7 @@ impl Fleet {
     }
 
     /// Checks that a log search may go to `node` now and registers
-    /// `command_id` as a search waiting for its answer.
+    /// `command_id` as a search waiting for its result.
     pub fn begin_search(
         &self,
         node: &str,

@@ -23,7 +23,7 @@ impl Exposition {
         self.family(name, help, "gauge", samples);
     }
 
-    /// Writes a histogram family without labels. `cumulative` holds one count
+    /// Writes a histogram family without labels. `cumulative` contains one count
     /// per bound plus the +Inf bucket.
     pub fn histogram(
         &mut self,

@@ -138,7 +138,7 @@ pub enum Hold {
         until_unix_ms: i64,
     },
     /// systemd gave up on the unit after repeated failures, and nothing
-    /// seen since says the cause is gone.
+    /// seen since shows the cause is gone.
     AwaitingDependency,
     /// A reset of the failed state already went out in this failure
     /// episode.

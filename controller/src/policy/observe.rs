@@ -259,8 +259,8 @@ impl Observation {
             });
         }
 
-        // A forced-down service is down because an operator said so; its
-        // heartbeat says nothing about nova-compute.
+        // An operator forced this service down, so its heartbeat tells
+        // nothing about nova-compute.
         if let Some(service) = self.service.as_ref().filter(|service| !service.forced_down) {
             if !service.up || service.heartbeat_age_seconds > service.service_down_time_seconds {
                 findings.push(Finding {

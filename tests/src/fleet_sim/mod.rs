@@ -401,7 +401,7 @@ impl RunningFleet {
 }
 
 /// Raises this process's soft open-file limit to its hard limit and returns
-/// the new soft limit. Every simulated agent holds one socket, and the
+/// the new soft limit. Every simulated agent uses one socket, and the
 /// usual soft limit of 1024 ends a fleet of a thousand; the hard limit
 /// (often 524288 under systemd, or whatever `ulimit -Hn` shows) is the
 /// ceiling an unprivileged process may raise itself to.
