@@ -1118,7 +1118,7 @@ async fn all_groups_by_cause_and_filters_host() {
     assert!(markdown.contains("| network | 1 |"), "{markdown}");
 }
 
-/// A build that failed on compute-07 and found no other host: the
+/// Adds a build that failed on compute-07 and found no other host. The
 /// conductor's "No valid host was found." ends it, with `reason` after the
 /// message (empty when Placement returned no allocation candidates).
 fn no_valid_host_after_reschedule(mock: &Mock, reason: &str) {
@@ -1259,7 +1259,10 @@ async fn exhausted_placement_capacity_decides_no_valid_host() {
 
     let report = text::render(&diagnosis);
     assert!(
-        report.contains("Placement: provider compute-07.example.net"),
+        report.contains(&format!(
+            "Placement: provider compute-07.example.net ({}), found by the host's name",
+            openstack_mock::SAMPLE_PROVIDER_UUID
+        )),
         "{report}"
     );
     assert!(

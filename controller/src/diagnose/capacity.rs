@@ -1,5 +1,5 @@
 //! Placement capacity of the compute nodes a build touched, against what
-//! Nova asks Placement for on the flavor's behalf. Since compute 2.88 the
+//! Nova requests from Placement for the flavor. Since compute 2.88 the
 //! hypervisor API has no resource fields, so Placement is Nova's record of
 //! capacity.
 //!
@@ -67,6 +67,15 @@ impl HostCapacity {
             line.push_str(&format!("; the flavor needs {needs}"));
         }
         line
+    }
+
+    /// Describes how the provider was found, for reports.
+    pub fn lookup(&self) -> &'static str {
+        match self.name_source {
+            "hypervisor_hostname" => "by the server's hypervisor_hostname",
+            "os-hypervisors" => "through the host's compute node in os-hypervisors",
+            _ => "by the host's name",
+        }
     }
 
     /// Names the host, and the provider too when its name differs.
@@ -240,9 +249,9 @@ pub fn compare(
 
 /// Reads the Placement capacity of the compute node behind `host`.
 /// `hypervisor_hostname` is the server's node name when `host` is the
-/// server's host; without it, the provider is looked up under the host's
-/// name, then under the name of the compute node that os-hypervisors
-/// lists for the host. `Err` holds the reason and what to do, for
+/// server's host. Without it, the provider is looked up under the host's
+/// name, then under the name of the host's compute node in os-hypervisors.
+/// `Err` holds the reason and what to do, for
 /// [`super::Diagnosis::missing`].
 pub async fn host_capacity(
     client: &Client,

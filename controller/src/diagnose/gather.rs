@@ -1,6 +1,8 @@
 //! The calls behind a diagnosis. Only the server itself is required; every
 //! other part that fails is recorded in [`Diagnosis::missing`].
 
+use std::collections::BTreeMap;
+
 use futures::future::join_all;
 use novamedic_proto::view::NodeView;
 
@@ -363,16 +365,16 @@ async fn host_checks(
     (checks, missing)
 }
 
-/// Reads `host`'s Placement capacity when `wanted`, naming the provider
+/// Reads `host`'s Placement capacity when `needed`, naming the provider
 /// by the server's `hypervisor_hostname` when `host` is the server's own.
 async fn host_placement(
     client: &Client,
     server: &Server,
     host: &str,
-    request: &std::collections::BTreeMap<String, u64>,
-    wanted: bool,
+    request: &BTreeMap<String, u64>,
+    needed: bool,
 ) -> Result<Option<HostCapacity>, String> {
-    if !wanted {
+    if !needed {
         return Ok(None);
     }
     let hypervisor_hostname = server

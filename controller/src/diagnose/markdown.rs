@@ -256,11 +256,11 @@ fn placement_section(out: &mut String, diagnosis: &Diagnosis) {
     for (host, capacity) in hosts {
         let _ = writeln!(
             out,
-            "\n### {}\n\nProvider `{}` ({}), found by {}.\n",
+            "\n### {}\n\nProvider `{}` ({}), found {}.\n",
             inline(&host.host),
             inline(&capacity.provider_name),
             inline(&capacity.provider_uuid),
-            capacity.name_source
+            capacity.lookup()
         );
         out.push_str("| class | capacity | used | free | flavor needs | max_unit |\n|---|---:|---:|---:|---:|---:|\n");
         for class in &capacity.classes {

@@ -113,8 +113,8 @@ pub struct HostCheck {
     /// `missing`).
     pub logs: Option<HostLogs>,
     /// Placement's capacity of the host's compute node against the
-    /// flavor, for the server's host and the hosts of failed events;
-    /// `null` for other hosts or when it could not be read (see
+    /// flavor, read for the server's host and the hosts of failed events.
+    /// It is `null` for other hosts or when it could not be read (see
     /// `missing`).
     pub placement: Option<HostCapacity>,
 }

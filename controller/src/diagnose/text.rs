@@ -244,8 +244,10 @@ fn placement_lines(out: &mut String, capacity: &HostCapacity) {
         out,
         "Placement",
         &format!(
-            "provider {} ({}), found by {}",
-            capacity.provider_name, capacity.provider_uuid, capacity.name_source
+            "provider {} ({}), found {}",
+            capacity.provider_name,
+            capacity.provider_uuid,
+            capacity.lookup()
         ),
     );
     let row = |class: &str, capacity: &str, used: &str, free: &str, needs: &str, max_unit: &str| {

@@ -525,7 +525,8 @@ fn placement_findings(diagnosis: &Diagnosis, add: &mut impl FnMut(Cause, u32, St
             3,
             format!(
                 "\"No valid host was found.\" has no reason, which Nova reports when Placement \
-                 returns no allocation candidates, and Placement shows {} short of the flavor now",
+                 returns no allocation candidates or a pre-filter rejects the request, and \
+                 Placement shows {} short of the flavor now",
                 short_hosts.join(", ")
             ),
         );

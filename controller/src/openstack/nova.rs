@@ -136,11 +136,11 @@ pub async fn compute_services(
     Ok(body.services)
 }
 
-/// The compute nodes that the nova-compute service on `host` manages:
-/// `GET /os-hypervisors/detail?hypervisor_hostname_pattern=HOST` (compute
-/// 2.53 and later), kept to the nodes whose service host is `host`, since
-/// Nova matches the pattern as a substring. Nova returns 404 when no node
-/// matches, which is an empty list here.
+/// Lists the compute nodes that the nova-compute service on `host`
+/// manages: `GET /os-hypervisors/detail?hypervisor_hostname_pattern=HOST`
+/// (compute 2.53 and later). Nova matches the pattern as a substring of
+/// the node's name, so only nodes whose service host is `host` are kept.
+/// Nova returns 404 when no node matches, which is an empty list here.
 pub async fn hypervisors_of_host(client: &Client, host: &str) -> Result<Vec<Hypervisor>, ApiError> {
     let reply: Result<HypervisorsBody, ApiError> = client
         .get(

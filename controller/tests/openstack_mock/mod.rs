@@ -471,8 +471,8 @@ async fn handle(
     }
 }
 
-/// `os-hypervisors/detail` with `hypervisor_hostname_pattern`, which Nova
-/// matches as a substring and answers with 404 when nothing matches.
+/// Lists `os-hypervisors/detail` filtered by `hypervisor_hostname_pattern`
+/// as Nova does: a substring match, and 404 when nothing matches.
 fn list_hypervisors(cloud: &Cloud, query: &BTreeMap<String, String>) -> Response {
     let pattern = query.get("hypervisor_hostname_pattern");
     let hypervisors: Vec<Value> = cloud
@@ -496,7 +496,7 @@ fn list_hypervisors(cloud: &Cloud, query: &BTreeMap<String, String>) -> Response
     reply(StatusCode::OK, json!({"hypervisors": hypervisors}))
 }
 
-/// A 403 in the error format of the service that `path` belongs to.
+/// Returns a 403 in the error format of the service that `path` belongs to.
 fn forbidden(path: &str) -> Response {
     let body = if path.starts_with("/placement/") {
         json!({"errors": [{
