@@ -1431,7 +1431,7 @@ async fn placement_failures_leave_partial_report() {
             reason: &[
                 "Placement returned HTTP 403",
                 "Policy does not allow",
-                "admin role",
+                "run diagnose with admin credentials",
             ],
         },
         Case {

@@ -345,16 +345,28 @@ fn no_provider_reason(node: &str, host: &str) -> String {
 /// Describes a failed Placement call, with what to do about it.
 pub fn placement_reason(err: &ApiError) -> String {
     let advice = match err {
-        ApiError::Status {
-            status: 401 | 403, ..
-        } => Some("reading resource providers needs the admin role under Placement's default policy; run diagnose with admin credentials"),
+        ApiError::Status { status: 403, .. } => Some(
+            "Placement's policy does not let these credentials read resource providers; run \
+             diagnose with admin credentials, or with a role that the policy allows",
+        ),
         ApiError::Status {
             status: 404, path, ..
-        } if path.ends_with("/resource_providers") => Some("the placement endpoint must be Placement's root URL; check the catalog, or set placement_endpoint_override"),
-        ApiError::Status { status: 404, .. } => Some("the provider was deleted while diagnose read it; run diagnose again"),
-        ApiError::Status { status: 406, .. } => Some("this Placement is older than microversion 1.23, which diagnose sends"),
-        ApiError::TimedOut { .. } => Some("check the placement-api service, or allow more time with --timeout"),
-        ApiError::Unreachable { .. } | ApiError::Status { .. } if err.is_unavailable() => {
+        } if path.ends_with("/resource_providers") => Some(
+            "the placement endpoint must be Placement's root URL; check the catalog, or set \
+             placement_endpoint_override",
+        ),
+        ApiError::Status { status: 404, .. } => {
+            Some("the provider was deleted while diagnose read it; run diagnose again")
+        }
+        ApiError::Status { status: 406, .. } => {
+            Some("this Placement is older than microversion 1.23, which diagnose sends")
+        }
+        ApiError::TimedOut { .. } => {
+            Some("check the placement-api service, or allow more time with --timeout")
+        }
+        // The message already names the override to set.
+        ApiError::NoEndpoint { .. } => None,
+        _ if err.is_unavailable() => {
             Some("check the placement-api service and the proxy in front of it")
         }
         _ => None,
