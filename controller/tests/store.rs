@@ -1,6 +1,8 @@
 //! The SQLite store against real files in a temporary directory.
 
-use novamedic::store::{HelloRecord, LatestReport, NewCommand, NewEvent, Store, StoreError};
+use novamedic::store::{
+    HelloRecord, LatestReport, NewCommand, NewEvent, NodeWrite, Store, StoreError,
+};
 use novamedic_proto::v1;
 
 fn hello(node: &str) -> HelloRecord {
@@ -214,7 +216,7 @@ async fn failed_transaction_writes_nothing() {
 }
 
 #[tokio::test]
-async fn report_batch_skips_older_reports() {
+async fn node_writes_skip_older_reports() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).await.unwrap();
     for node in ["c1", "c2", "c3"] {
@@ -229,19 +231,45 @@ async fn report_batch_skips_older_reports() {
         .await
         .unwrap();
 
-    let batch: Vec<LatestReport> = [("c1", 100, 1), ("c2", 400, 8), ("c3", 300, 3)]
+    let mut batch: Vec<NodeWrite> = [("c1", 100, 1), ("c2", 400, 8), ("c3", 300, 3)]
         .into_iter()
-        .map(|(node, arrived_at_unix_ms, sequence)| LatestReport {
-            node: node.to_string(),
-            report: v1::NodeReport {
-                sequence,
-                ..sample_report()
+        .map(|(node, arrived_at_unix_ms, sequence)| NodeWrite::Report {
+            latest: LatestReport {
+                node: node.to_string(),
+                report: v1::NodeReport {
+                    sequence,
+                    ..sample_report()
+                },
+                health: health.clone(),
+                arrived_at_unix_ms,
             },
-            health: health.clone(),
-            arrived_at_unix_ms,
+            events: Vec::new(),
         })
         .collect();
-    store.save_reports(&batch).await.unwrap();
+    // A hello of a new node and a write whose event names an unknown node,
+    // which fails alone.
+    batch.push(NodeWrite::Hello {
+        hello: hello("c4"),
+        seen_at_unix_ms: 600,
+        events: vec![event("c4", "node_registered", 600)],
+    });
+    batch.push(NodeWrite::Report {
+        latest: LatestReport {
+            node: "c1".to_string(),
+            arrived_at_unix_ms: 700,
+            ..LatestReport::default()
+        },
+        events: vec![event("ghost", "health_changed", 700)],
+    });
+    let results = store.save_node_writes(&batch).await.unwrap();
+    let failed: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].is_err())
+        .collect();
+    assert_eq!(
+        failed,
+        vec![4],
+        "only the write with the unknown node fails"
+    );
 
     let stored = |node: &'static str| {
         let store = &store;
@@ -260,6 +288,15 @@ async fn report_batch_skips_older_reports() {
         "older batch entry skipped"
     );
     assert_eq!(stored("c3").await, (300, Some(3)));
+    assert_eq!(stored("c4").await, (0, None));
+    let kinds: Vec<String> = store
+        .list_events(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}:{}", e.node, e.kind))
+        .collect();
+    assert_eq!(kinds, vec!["c4:node_registered"]);
 }
 
 #[tokio::test]

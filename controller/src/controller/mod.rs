@@ -33,9 +33,9 @@ use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, Str
 use crate::nova_view::NovaWatch;
 use crate::policy::{Policy, PolicyState};
 use crate::report_timing::ReportTiming;
-use crate::store::{HelloRecord, LatestReport, NewEvent, Store, StoreError};
+use crate::store::{HelloRecord, LatestReport, NewEvent, NodeWrite, Store, StoreError};
 use policy::PolicyRunner;
-use report_batch::ReportBatch;
+use report_batch::WriteBatch;
 
 /// Limits that shape restarts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +61,8 @@ pub struct Controller {
     fleet: Fleet,
     store: Store,
     limits: RestartLimits,
-    /// Routine reports waiting for the next batched write.
-    pending_reports: ReportBatch,
+    /// Hellos and reports waiting to be written in a shared transaction.
+    writes: WriteBatch,
     policy: PolicyRunner,
     metrics: Arc<crate::metrics::Metrics>,
     alerter: Arc<Alerter>,
@@ -104,7 +104,7 @@ impl Controller {
             fleet: Fleet::from_records(records, now_unix_ms()),
             store,
             limits,
-            pending_reports: ReportBatch::default(),
+            writes: WriteBatch::default(),
             policy: PolicyRunner::new(policy, state, policy_source),
             metrics,
             alerter,
@@ -198,11 +198,12 @@ impl Controller {
             "agent connected"
         );
         self.note_connect(&hello.node);
-        let saved = self
-            .store
-            .upsert_hello(&hello, now, &connected.events)
-            .await;
-        log_store_failure(saved, &hello.node, "hello");
+        let write = NodeWrite::Hello {
+            hello,
+            seen_at_unix_ms: now,
+            events: connected.events,
+        };
+        self.writes.commit(&self.store, write).await;
         Ok(connected.connection_id)
     }
 
@@ -227,9 +228,9 @@ impl Controller {
     }
 
     /// Applies a report that arrived on `connection_id`. A report with unit
-    /// transitions or events is written at once with its events; a routine
-    /// one waits for the next batched write (see [`report_batch`]). Returns
-    /// the time the fleet in memory took the report.
+    /// transitions or events is written with its events before this returns;
+    /// a routine one waits for the next flush (see [`report_batch`]).
+    /// Returns the time the fleet in memory took the report.
     pub async fn accept_report(
         &self,
         node: &str,
@@ -251,44 +252,22 @@ impl Controller {
             arrived_at_unix_ms: now,
         };
         if has_transitions || !update.events.is_empty() {
-            self.pending_reports.discard(node);
-            self.save_report(&latest, &update.events).await;
+            self.writes.discard(node);
+            let write = NodeWrite::Report {
+                latest,
+                events: update.events,
+            };
+            self.writes.commit(&self.store, write).await;
         } else {
-            self.pending_reports.hold(latest);
+            self.writes.hold(latest);
         }
         Ok(now)
     }
 
-    async fn save_report(&self, latest: &LatestReport, events: &[NewEvent]) {
-        let saved = self
-            .store
-            .save_report(
-                &latest.node,
-                &latest.report,
-                &latest.health,
-                latest.arrived_at_unix_ms,
-                events,
-            )
-            .await;
-        log_store_failure(saved, &latest.node, "report");
-    }
-
-    /// Writes every pending routine report in one transaction. After a
-    /// failure the reports are kept for the next flush, unless newer ones
-    /// arrived meanwhile.
+    /// Writes every pending routine report and queued write in one
+    /// transaction.
     pub async fn flush_reports(&self) {
-        let reports = self.pending_reports.take_all();
-        if reports.is_empty() {
-            return;
-        }
-        if let Err(err) = self.store.save_reports(&reports).await {
-            tracing::error!(
-                reports = reports.len(),
-                error = %crate::error_chain(&err),
-                "cannot write the batch of routine reports; keeping them for the next flush"
-            );
-            self.pending_reports.restore(reports);
-        }
+        self.writes.flush(&self.store).await;
     }
 
     /// Records an agent's command result and hands it to the requester
@@ -396,11 +375,19 @@ impl Controller {
         };
         tracing::info!(node, connection_id, detail = ?event.detail, "agent disconnected");
         self.note_disconnect(node);
-        if let Some(latest) = self.pending_reports.take(node) {
-            self.save_report(&latest, &[]).await;
+        match self.writes.take(node) {
+            Some(latest) => {
+                let write = NodeWrite::Report {
+                    latest,
+                    events: vec![event],
+                };
+                self.writes.commit(&self.store, write).await;
+            }
+            None => {
+                let saved = self.store.append_event(&event).await.map(|_| ());
+                log_store_failure(saved, node, "disconnect");
+            }
         }
-        let saved = self.store.append_event(&event).await.map(|_| ());
-        log_store_failure(saved, node, "disconnect");
     }
 
     /// Ends every agent stream and wakes every waiting requester, recording

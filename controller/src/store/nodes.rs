@@ -3,11 +3,12 @@
 use novamedic_proto::v1;
 use prost::Message;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Acquire, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::events::insert_event;
 use super::{
-    from_sql_int, to_sql_int, HelloRecord, LatestReport, NewEvent, NodeRecord, Store, StoreError,
+    from_sql_int, to_sql_int, HelloRecord, LatestReport, NewEvent, NodeRecord, NodeWrite, Store,
+    StoreError,
 };
 
 const NODE_COLUMNS: &str = "name, first_seen_unix_ms, last_seen_unix_ms, agent_version, \
@@ -25,29 +26,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let operation = "saving an agent's hello";
         let mut tx = self.begin(operation).await?;
-        sqlx::query(
-            "INSERT INTO nodes (name, first_seen_unix_ms, agent_version, protocol_version, \
-             capabilities, unit, report_interval_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version, \
-             protocol_version = excluded.protocol_version, capabilities = excluded.capabilities, \
-             unit = excluded.unit, report_interval_ms = excluded.report_interval_ms",
-        )
-        .bind(&hello.node)
-        .bind(seen_at_unix_ms)
-        .bind(&hello.agent_version)
-        .bind(i64::from(hello.protocol_version))
-        .bind(to_json(&hello.capabilities))
-        .bind(&hello.unit)
-        .bind(to_sql_int(hello.report_interval_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| self.query_error(operation, err))?;
+        upsert_hello_in(&mut tx, hello, seen_at_unix_ms)
+            .await
+            .map_err(|err| self.query_error(operation, err))?;
         self.finish_with_events(tx, operation, events).await
     }
 
     /// Stores a node's latest report and health, together with the events the
     /// report caused. The events are always appended; the report replaces the
-    /// stored one only when it arrived no earlier (see [`Store::save_reports`]).
+    /// stored one only when it arrived no earlier than the stored one.
     pub async fn save_report(
         &self,
         node: &str,
@@ -70,20 +57,35 @@ impl Store {
         self.finish_with_events(tx, operation, events).await
     }
 
-    /// Stores many nodes' latest reports in one transaction, so one fsync
-    /// covers them all. A report older than the stored one is skipped: a
-    /// batch taken before a node's urgent write may commit after it.
-    pub async fn save_reports(&self, reports: &[LatestReport]) -> Result<(), StoreError> {
-        let operation = "saving a batch of reports";
+    /// Applies many nodes' writes in one transaction, so one fsync covers
+    /// them all. Each write runs in its own savepoint, so a failing one rolls
+    /// back alone, and its error is returned in its place. The outer error
+    /// means the transaction could not begin or commit, and nothing was
+    /// written. A report older than the stored one is skipped: a batch
+    /// taken before a node's urgent write may commit after it.
+    pub async fn save_node_writes(
+        &self,
+        writes: &[NodeWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let operation = "saving a batch of node writes";
         let mut tx = self.begin(operation).await?;
-        for latest in reports {
-            update_latest_report(&mut tx, latest)
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let mut savepoint = tx
+                .begin()
                 .await
                 .map_err(|err| self.query_error(operation, err))?;
+            let applied = apply_node_write(&mut savepoint, write).await;
+            let result = match applied {
+                Ok(()) => savepoint.commit().await,
+                Err(err) => savepoint.rollback().await.and(Err(err)),
+            };
+            results.push(result.map_err(|err| self.query_error(write.operation(), err)));
         }
         tx.commit()
             .await
-            .map_err(|err| self.query_error(operation, err))
+            .map_err(|err| self.query_error(operation, err))?;
+        Ok(results)
     }
 
     /// Stores a health judged by the controller itself (STALE), together with
@@ -184,9 +186,57 @@ impl Store {
     }
 }
 
+async fn upsert_hello_in(
+    conn: &mut SqliteConnection,
+    hello: &HelloRecord,
+    seen_at_unix_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO nodes (name, first_seen_unix_ms, agent_version, protocol_version, \
+         capabilities, unit, report_interval_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version, \
+         protocol_version = excluded.protocol_version, capabilities = excluded.capabilities, \
+         unit = excluded.unit, report_interval_ms = excluded.report_interval_ms",
+    )
+    .bind(&hello.node)
+    .bind(seen_at_unix_ms)
+    .bind(&hello.agent_version)
+    .bind(i64::from(hello.protocol_version))
+    .bind(to_json(&hello.capabilities))
+    .bind(&hello.unit)
+    .bind(to_sql_int(hello.report_interval_ms))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_node_write(
+    conn: &mut SqliteConnection,
+    write: &NodeWrite,
+) -> Result<(), sqlx::Error> {
+    let events = match write {
+        NodeWrite::Hello {
+            hello,
+            seen_at_unix_ms,
+            events,
+        } => {
+            upsert_hello_in(conn, hello, *seen_at_unix_ms).await?;
+            events
+        }
+        NodeWrite::Report { latest, events } => {
+            update_latest_report(conn, latest).await?;
+            events
+        }
+    };
+    for event in events {
+        insert_event(conn, event).await?;
+    }
+    Ok(())
+}
+
 /// Replaces the node's stored report unless the stored one arrived later.
 async fn update_latest_report(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     latest: &LatestReport,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -198,7 +248,7 @@ async fn update_latest_report(
     .bind(latest.report.encode_to_vec())
     .bind(latest.health.status)
     .bind(to_json(&latest.health.reasons))
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }

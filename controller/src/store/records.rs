@@ -35,6 +35,40 @@ pub struct LatestReport {
     pub arrived_at_unix_ms: i64,
 }
 
+/// One node's write in a group commit (see [`Store::save_node_writes`]).
+///
+/// [`Store::save_node_writes`]: super::Store::save_node_writes
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeWrite {
+    /// An agent's Hello, as [`Store::upsert_hello`](super::Store::upsert_hello) writes it.
+    Hello {
+        hello: HelloRecord,
+        seen_at_unix_ms: i64,
+        events: Vec<NewEvent>,
+    },
+    /// A report, as [`Store::save_report`](super::Store::save_report) writes it.
+    Report {
+        latest: LatestReport,
+        events: Vec<NewEvent>,
+    },
+}
+
+impl NodeWrite {
+    pub fn node(&self) -> &str {
+        match self {
+            NodeWrite::Hello { hello, .. } => &hello.node,
+            NodeWrite::Report { latest, .. } => &latest.node,
+        }
+    }
+
+    pub(super) fn operation(&self) -> &'static str {
+        match self {
+            NodeWrite::Hello { .. } => "saving an agent's hello",
+            NodeWrite::Report { .. } => "saving a report",
+        }
+    }
+}
+
 /// An event to append to the history; the store assigns its id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewEvent {
