@@ -237,6 +237,7 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
         } else {
             evidence.push("the server has no fault record".to_string());
         }
+        evidence.extend(host_error_quotes(diagnosis));
     }
     for part in &diagnosis.missing {
         evidence.push(format!("not checked, {}: {}", part.part, part.reason));
@@ -257,6 +258,12 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
 /// Log levels whose host records are searched for the text signatures:
 /// the problems nova-compute logged, not its routine steps.
 const PROBLEM_LEVELS: [&str; 4] = ["WARNING", "ERROR", "CRITICAL", "TRACE"];
+
+/// Log levels of the host records an `unknown` verdict quotes.
+const ERROR_LEVELS: [&str; 2] = ["ERROR", "CRITICAL"];
+
+/// Host records an `unknown` verdict quotes at most.
+const MAX_HOST_ERROR_QUOTES: usize = 3;
 
 /// Collects the texts to search, each with where it came from.
 fn texts(diagnosis: &Diagnosis) -> Vec<(String, &str)> {
@@ -441,20 +448,92 @@ fn host_log_findings(host: &str, logs: &super::HostLogs, add: &mut impl FnMut(Ca
             continue;
         }
         seen.push(signature);
-        let mut quote = shorten(record.first_line());
-        if let Some(last) = record.last_line() {
-            quote.push_str(" … ");
-            quote.push_str(&shorten(last));
-        }
         add(
             cause,
             3,
             format!(
-                "nova-compute on {host} logged {signature} ({kind}) at {}: {quote}",
-                record.time.as_deref().unwrap_or("an unknown time")
+                "nova-compute on {host} logged {signature} ({kind}) at {}: {}",
+                record.time.as_deref().unwrap_or("an unknown time"),
+                quote_record(record)
             ),
         );
     }
+}
+
+/// Quotes the first ERROR or CRITICAL records of the instance in the hosts'
+/// logs. With no signature matched, nova-compute's own error names the step
+/// that failed, which the fault message may cut or leave out.
+fn host_error_quotes(diagnosis: &Diagnosis) -> Vec<String> {
+    let mut quotes = Vec::new();
+    for host in &diagnosis.hosts {
+        let Some(logs) = &host.logs else { continue };
+        let errors = logs
+            .records
+            .iter()
+            .filter(|record| ERROR_LEVELS.contains(&record.level.as_str()));
+        for record in errors {
+            quotes.push(format!(
+                "nova-compute on {} logged {} at {}: {}",
+                host.host,
+                record.level,
+                record.time.as_deref().unwrap_or("an unknown time"),
+                quote_record(record)
+            ));
+        }
+    }
+    quotes.truncate(MAX_HOST_ERROR_QUOTES);
+    quotes
+}
+
+/// Quotes a host record by the message of its first line and, for a
+/// traceback, of its last line, where Python names the exception. The
+/// evidence states the time and level, so the oslo.log prefix is dropped.
+fn quote_record(record: &super::HostLogRecord) -> String {
+    let mut quote = shorten(oslo_message(record.first_line()));
+    if let Some(last) = record.last_line() {
+        quote.push_str(" … ");
+        quote.push_str(&shorten(oslo_message(last)));
+    }
+    quote
+}
+
+/// Returns the message of an oslo.log line: what follows the level, the
+/// logger, the context block (`[req-… user project]`, `[-]`) and the
+/// instance tag (`[instance: UUID]`). Traceback lines have no context
+/// block. A line without a level is returned whole.
+fn oslo_message(line: &str) -> &str {
+    let after_level = [
+        " DEBUG ",
+        " INFO ",
+        " WARNING ",
+        " ERROR ",
+        " CRITICAL ",
+        " TRACE ",
+    ]
+    .iter()
+    .filter_map(|level| line.find(level).map(|at| at + level.len()))
+    .min();
+    let Some(after_level) = after_level else {
+        return line;
+    };
+    let Some((_logger, rest)) = line[after_level..].split_once(' ') else {
+        return line;
+    };
+    let message = match rest.split_once("] ") {
+        Some((context, message)) if context == "[-" || is_request_context(context) => message,
+        _ => rest,
+    };
+    message
+        .strip_prefix("[instance: ")
+        .and_then(|tagged| tagged.split_once("] "))
+        .map_or(message, |(_, untagged)| untagged)
+}
+
+/// True for the start of a context block with a request id,
+/// `[req-…` or `[None req-…` (global id, then local id).
+fn is_request_context(text: &str) -> bool {
+    text.strip_prefix('[')
+        .is_some_and(|ids| ids.split(' ').take(2).any(|id| id.starts_with("req-")))
 }
 
 /// Trims a quoted log line to 240 characters.
@@ -581,4 +660,55 @@ fn log_fault_cause(kind: &str) -> Option<Cause> {
         }
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oslo_message_drops_prefix_context_and_instance_tag() {
+        let line = "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager \
+                    [None req-0fe319d7-15bc-4819-aed7-af4a18c1d720 admin admin - - default default] \
+                    [instance: c88f1556-b299-4254-9642-cab36648dfaa] Build of instance \
+                    c88f1556-b299-4254-9642-cab36648dfaa aborted: FakeBuildAbortDriver";
+        assert_eq!(
+            oslo_message(line),
+            "Build of instance c88f1556-b299-4254-9642-cab36648dfaa aborted: FakeBuildAbortDriver"
+        );
+    }
+
+    #[test]
+    fn oslo_message_without_request_or_instance() {
+        let line =
+            "2026-12-05 04:00:01.120 4242 WARNING nova.compute.manager [-] No compute node record";
+        assert_eq!(oslo_message(line), "No compute node record");
+        let untagged =
+            "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager [req-1 a b - - -] Failed";
+        assert_eq!(oslo_message(untagged), "Failed");
+    }
+
+    #[test]
+    fn oslo_message_of_traceback_lines() {
+        let tagged = "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager \
+                      [instance: c88f1556-b299-4254-9642-cab36648dfaa] \
+                      OSError: [Errno 28] No space left on device";
+        assert_eq!(
+            oslo_message(tagged),
+            "OSError: [Errno 28] No space left on device"
+        );
+        let untagged =
+            "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager [Errno 28] No space left";
+        assert_eq!(oslo_message(untagged), "[Errno 28] No space left");
+    }
+
+    #[test]
+    fn oslo_message_keeps_lines_without_level() {
+        for line in [
+            "OSError: [Errno 28] No space left on device",
+            "Traceback (most recent call last):",
+        ] {
+            assert_eq!(oslo_message(line), line);
+        }
+    }
 }
