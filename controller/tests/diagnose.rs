@@ -767,7 +767,7 @@ async fn unknown_verdict_keeps_fault() {
     assert!(!diagnosis.verdict.next_steps.is_empty());
 }
 
-/// A host record of the instance at `level`, written at 08:57:`second`.
+/// Builds a host record of the instance at `level`, written at 08:57:`second`.
 fn host_record(line: u64, second: u32, level: &str, message: &str) -> HostLogRecord {
     HostLogRecord {
         file: "/var/log/nova/nova-compute.log".into(),

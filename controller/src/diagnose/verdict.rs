@@ -12,6 +12,7 @@
 
 use serde::Serialize;
 
+use super::hostlogs::oslo_message;
 use super::Diagnosis;
 
 /// Likely causes, most specific first.
@@ -497,45 +498,6 @@ fn quote_record(record: &super::HostLogRecord) -> String {
     quote
 }
 
-/// Returns the message of an oslo.log line: what follows the level, the
-/// logger, the context block (`[req-… user project]`, `[-]`) and the
-/// instance tag (`[instance: UUID]`). Traceback lines have no context
-/// block. A line without a level is returned whole.
-fn oslo_message(line: &str) -> &str {
-    let after_level = [
-        " DEBUG ",
-        " INFO ",
-        " WARNING ",
-        " ERROR ",
-        " CRITICAL ",
-        " TRACE ",
-    ]
-    .iter()
-    .filter_map(|level| line.find(level).map(|at| at + level.len()))
-    .min();
-    let Some(after_level) = after_level else {
-        return line;
-    };
-    let Some((_logger, rest)) = line[after_level..].split_once(' ') else {
-        return line;
-    };
-    let message = match rest.split_once("] ") {
-        Some((context, message)) if context == "[-" || is_request_context(context) => message,
-        _ => rest,
-    };
-    message
-        .strip_prefix("[instance: ")
-        .and_then(|tagged| tagged.split_once("] "))
-        .map_or(message, |(_, untagged)| untagged)
-}
-
-/// True for the start of a context block with a request id,
-/// `[req-…` or `[None req-…` (global id, then local id).
-fn is_request_context(text: &str) -> bool {
-    text.strip_prefix('[')
-        .is_some_and(|ids| ids.split(' ').take(2).any(|id| id.starts_with("req-")))
-}
-
 /// Trims a quoted log line to 240 characters.
 fn shorten(line: &str) -> String {
     let line = line.trim();
@@ -660,55 +622,4 @@ fn log_fault_cause(kind: &str) -> Option<Cause> {
         }
         _ => return None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn oslo_message_drops_prefix_context_and_instance_tag() {
-        let line = "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager \
-                    [None req-0fe319d7-15bc-4819-aed7-af4a18c1d720 admin admin - - default default] \
-                    [instance: c88f1556-b299-4254-9642-cab36648dfaa] Build of instance \
-                    c88f1556-b299-4254-9642-cab36648dfaa aborted: FakeBuildAbortDriver";
-        assert_eq!(
-            oslo_message(line),
-            "Build of instance c88f1556-b299-4254-9642-cab36648dfaa aborted: FakeBuildAbortDriver"
-        );
-    }
-
-    #[test]
-    fn oslo_message_without_request_or_instance() {
-        let line =
-            "2026-12-05 04:00:01.120 4242 WARNING nova.compute.manager [-] No compute node record";
-        assert_eq!(oslo_message(line), "No compute node record");
-        let untagged =
-            "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager [req-1 a b - - -] Failed";
-        assert_eq!(oslo_message(untagged), "Failed");
-    }
-
-    #[test]
-    fn oslo_message_of_traceback_lines() {
-        let tagged = "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager \
-                      [instance: c88f1556-b299-4254-9642-cab36648dfaa] \
-                      OSError: [Errno 28] No space left on device";
-        assert_eq!(
-            oslo_message(tagged),
-            "OSError: [Errno 28] No space left on device"
-        );
-        let untagged =
-            "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager [Errno 28] No space left";
-        assert_eq!(oslo_message(untagged), "[Errno 28] No space left");
-    }
-
-    #[test]
-    fn oslo_message_keeps_lines_without_level() {
-        for line in [
-            "OSError: [Errno 28] No space left on device",
-            "Traceback (most recent call last):",
-        ] {
-            assert_eq!(oslo_message(line), line);
-        }
-    }
 }
