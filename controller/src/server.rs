@@ -18,7 +18,7 @@ use crate::agent_api::AgentApi;
 use crate::alerting::Alerter;
 use crate::auth::Authority;
 use crate::config::{ServerConfig, Transport};
-use crate::controller::Controller;
+use crate::controller::{Controller, FLUSH_INTERVAL};
 use crate::metrics::Metrics;
 use crate::nova_view::NovaWatch;
 use crate::operator_api::OperatorApi;
@@ -141,6 +141,9 @@ async fn run(
 
     let mut background = alerter.start();
     background.push(tokio::spawn(mark_stale_forever(Arc::clone(&controller))));
+    // The flusher is stopped, not aborted, so a batch in flight commits.
+    let (flush_stop_tx, flush_stop_rx) = oneshot::channel::<()>();
+    let flusher = tokio::spawn(flush_reports_until(Arc::clone(&controller), flush_stop_rx));
     background.push(tokio::spawn(reload_forever(tls.clone(), reload)));
     if let Some(metrics_listener) = metrics_listener {
         background.push(tokio::spawn(crate::metrics::http::serve(
@@ -180,6 +183,7 @@ async fn run(
     tokio::select! {
         joined = &mut server => {
             background.iter().for_each(JoinHandle::abort);
+            flusher.abort();
             joined.context("the gRPC server task failed")?.context("the gRPC server failed")?;
             anyhow::bail!("the gRPC server stopped without being asked to");
         }
@@ -189,6 +193,8 @@ async fn run(
     // Alerts still queued are dropped: the firing ones end by themselves
     // at their endsAt, and the next controller raises the active ones again.
     background.iter().for_each(JoinHandle::abort);
+    let _ = flush_stop_tx.send(());
+    let _ = flusher.await;
     // Dropping every stream sender ends the agents' response streams, which
     // lets the graceful shutdown finish instead of waiting on streams that
     // never end by themselves.
@@ -248,6 +254,20 @@ async fn mark_stale_forever(controller: Arc<Controller>) {
     loop {
         ticks.tick().await;
         controller.mark_stale().await;
+    }
+}
+
+/// Writes the pending routine reports once per [`FLUSH_INTERVAL`] until
+/// `stop` fires. A stop never cuts a flush short; the final flush at
+/// shutdown happens in `close_all_streams`.
+async fn flush_reports_until(controller: Arc<Controller>, mut stop: oneshot::Receiver<()>) {
+    let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => controller.flush_reports().await,
+            _ = &mut stop => return,
+        }
     }
 }
 

@@ -1208,3 +1208,445 @@ async fn all_groups_by_cause_and_filters_host() {
     let markdown = all::render_markdown(&summary);
     assert!(markdown.contains("| network | 1 |"), "{markdown}");
 }
+
+/// Adds a build that failed on compute-07 and found no other host. The
+/// conductor's "No valid host was found." ends it, with `reason` after the
+/// message (empty when Placement returned no allocation candidates).
+fn no_valid_host_after_reschedule(mock: &Mock, reason: &str) {
+    let message = format!("No valid host was found. {reason}");
+    let mut build = server("nova_get_server_error_no_valid_host.json");
+    set_fault(
+        &mut build,
+        &message,
+        Some(&format!(
+            "Traceback (most recent call last):\n  ... (trimmed) ...\nnova.exception_Remote.NoValidHost_Remote: {message}\n"
+        )),
+    );
+    let mut action = rescheduled_action(
+        NO_HOST_ID,
+        &["compute-07.example.net"],
+        "Build of instance was re-scheduled",
+    );
+    action["events"]
+        .as_array_mut()
+        .expect("events")
+        .push(json!({
+            "event": "conductor_schedule_and_build_instances",
+            "start_time": "2026-11-30T08:57:41.000000",
+            "finish_time": "2026-11-30T08:57:42.000000",
+            "result": "Error",
+            "host": "conductor-01.example.net",
+            "details": message,
+            "traceback": null
+        }));
+    mock.add_server(build, vec![action]);
+    mock.with(|cloud| {
+        cloud
+            .images
+            .insert(IMAGE_ID.into(), fixture("glance_get_v2_image.json"))
+    });
+}
+
+/// Serves the Placement usage sample for compute-07: MEMORY_MB is full.
+fn exhaust_compute_07_memory(mock: &Mock) {
+    mock.with(|cloud| {
+        cloud.usages.insert(
+            openstack_mock::SAMPLE_PROVIDER_UUID.into(),
+            fixture("placement_get_resource_provider_usages.json")["usages"].clone(),
+        )
+    });
+}
+
+#[tokio::test]
+async fn exhausted_placement_capacity_decides_no_valid_host() {
+    let mock = Mock::start().await;
+    no_valid_host_after_reschedule(&mock, "");
+
+    let with_room = run(&mock, &healthy_fleet(), NO_HOST_ID).await;
+    assert_eq!(
+        with_room.verdict.cause,
+        Cause::Scheduling,
+        "{:#?}",
+        with_room.verdict.findings
+    );
+    let placement = with_room.hosts[0]
+        .placement
+        .as_ref()
+        .expect("compute-07's capacity");
+    assert!(placement.shortfalls.is_empty(), "{placement:?}");
+
+    exhaust_compute_07_memory(&mock);
+    let diagnosis = run(&mock, &healthy_fleet(), NO_HOST_ID).await;
+
+    assert_eq!(
+        diagnosis.verdict.cause,
+        Cause::HostResources,
+        "{:#?}",
+        diagnosis.verdict.findings
+    );
+    assert_evidence(
+        &diagnosis,
+        "Placement now, compute-07.example.net: MEMORY_MB has 0 free of 376832 (376832 used), the flavor needs 4096",
+    );
+    assert_evidence(
+        &diagnosis,
+        "has no reason, which Nova reports when Placement returns no allocation candidates",
+    );
+    assert_evidence(
+        &diagnosis,
+        "Placement now, compute-07.example.net: DISK_GB 1407 of 1787 free, MEMORY_MB 0 of 376832 free, \
+         VCPU 164 of 256 free; the flavor needs DISK_GB 20, MEMORY_MB 4096, VCPU 2",
+    );
+    let placement = diagnosis.hosts[0].placement.as_ref().expect("capacity");
+    assert_eq!(
+        placement.provider_uuid,
+        openstack_mock::SAMPLE_PROVIDER_UUID
+    );
+    assert_eq!(placement.name_source, "host");
+
+    let requests = mock.with(|cloud| cloud.api_requests());
+    let placement_requests: Vec<_> = requests
+        .iter()
+        .filter(|request| request.path.starts_with("/placement/"))
+        .collect();
+    let listing = placement_requests
+        .iter()
+        .find(|request| request.path == "/placement/resource_providers")
+        .expect("provider listing");
+    assert_eq!(
+        listing.query_pairs,
+        [("name".to_string(), "compute-07.example.net".to_string())]
+    );
+    for suffix in ["inventories", "usages"] {
+        let path = format!(
+            "/placement/resource_providers/{}/{suffix}",
+            openstack_mock::SAMPLE_PROVIDER_UUID
+        );
+        assert!(
+            placement_requests
+                .iter()
+                .any(|request| request.path == path),
+            "no GET {path} in {placement_requests:#?}"
+        );
+    }
+    let issued = mock.with(|cloud| cloud.issued.clone());
+    for request in &placement_requests {
+        assert_eq!(request.method, "GET");
+        let token = request.token.as_ref().expect("a token");
+        assert!(issued.contains(token), "{request:?} not in {issued:?}");
+        assert_eq!(
+            request.microversion.as_deref(),
+            Some("placement 1.23"),
+            "{request:?}"
+        );
+        assert_eq!(request.accept.as_deref(), Some("application/json"));
+    }
+    assert!(
+        !requests
+            .iter()
+            .any(|request| request.path.contains("os-hypervisors")),
+        "the provider was found by the host's name"
+    );
+
+    let report = text::render(&diagnosis);
+    assert!(
+        report.contains(&format!(
+            "Placement: provider compute-07.example.net ({}), found by the host's name",
+            openstack_mock::SAMPLE_PROVIDER_UUID
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("MEMORY_MB        376832     376832          0         4096     385024"),
+        "{report}"
+    );
+    let document = markdown::render(&diagnosis);
+    assert!(document.contains("## Placement capacity"), "{document}");
+    assert!(
+        document.contains("| MEMORY_MB | 376832 | 376832 | 0 | 4096 | 385024 |"),
+        "{document}"
+    );
+    assert!(
+        document.contains("| VCPU | 256 | 92 | 164 | 2 | 64 |"),
+        "{document}"
+    );
+    let json = serde_json::to_value(&diagnosis).expect("json");
+    let classes = &json["hosts"][0]["placement"]["classes"];
+    assert_eq!(classes[1]["resource_class"], "MEMORY_MB");
+    assert_eq!(classes[1]["capacity"], 376832);
+    assert_eq!(classes[1]["free"], 0);
+    assert_eq!(classes[1]["requested"], 4096);
+    assert_eq!(classes[2]["allocation_ratio"], 4.0);
+}
+
+#[tokio::test]
+async fn filtered_no_valid_host_stays_scheduling() {
+    let mock = Mock::start().await;
+    no_valid_host_after_reschedule(&mock, "There are not enough hosts available.");
+    exhaust_compute_07_memory(&mock);
+
+    let diagnosis = run(&mock, &healthy_fleet(), NO_HOST_ID).await;
+
+    assert_eq!(
+        diagnosis.verdict.cause,
+        Cause::Scheduling,
+        "{:#?}",
+        diagnosis.verdict.findings
+    );
+    let capacity_findings: Vec<_> = diagnosis
+        .verdict
+        .findings
+        .iter()
+        .filter(|finding| finding.cause == Cause::HostResources)
+        .collect();
+    assert_eq!(capacity_findings.len(), 1, "{capacity_findings:#?}");
+    assert_eq!(
+        capacity_findings[0].weight, 1,
+        "Nova's filters, not Placement, removed the hosts"
+    );
+    assert_evidence(
+        &diagnosis,
+        "Placement now, compute-07.example.net: DISK_GB 1407 of 1787 free",
+    );
+}
+
+#[tokio::test]
+async fn provider_names_differ_from_hosts() {
+    let mock = Mock::start().await;
+    mock.add_node(
+        "compute-04",
+        "compute-04.example.net",
+        "44444444-4444-4444-8444-444444444444",
+    );
+    mock.add_node(
+        "compute-05",
+        "compute-05.example.net",
+        "55555555-5555-4555-8555-555555555555",
+    );
+    let mut on_host = server("nova_get_server_error_on_host.json");
+    on_host["OS-EXT-SRV-ATTR:host"] = json!("compute-04");
+    on_host["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!("compute-04.example.net");
+    on_host["os-extended-volumes:volumes_attached"] = json!([]);
+    let action = rescheduled_action(
+        ON_HOST_ID,
+        &["compute-05", "compute-09.example.net"],
+        "Build of instance was re-scheduled",
+    );
+    mock.add_server(on_host, vec![action]);
+
+    let diagnosis = run(&mock, &healthy_fleet(), ON_HOST_ID).await;
+
+    let host = |name: &str| {
+        diagnosis
+            .hosts
+            .iter()
+            .find(|host| host.host == name)
+            .unwrap_or_else(|| panic!("{name} not involved: {:#?}", diagnosis.hosts))
+    };
+    let by_server = host("compute-04").placement.as_ref().expect("compute-04");
+    assert_eq!(by_server.provider_name, "compute-04.example.net");
+    assert_eq!(by_server.name_source, "hypervisor_hostname");
+    let by_hypervisor = host("compute-05").placement.as_ref().expect("compute-05");
+    assert_eq!(by_hypervisor.provider_name, "compute-05.example.net");
+    assert_eq!(
+        by_hypervisor.provider_uuid,
+        "55555555-5555-4555-8555-555555555555"
+    );
+    assert_eq!(by_hypervisor.name_source, "os-hypervisors");
+    assert!(host("compute-09.example.net").placement.is_none());
+    let missing = diagnosis
+        .missing
+        .iter()
+        .find(|part| part.part == "placement compute-09.example.net")
+        .expect("compute-09 has no provider");
+    assert!(
+        missing
+            .reason
+            .contains("no resource provider is named compute-09.example.net, and os-hypervisors lists no compute node"),
+        "{}",
+        missing.reason
+    );
+
+    let requests = mock.with(|cloud| cloud.api_requests());
+    let names: Vec<&str> = requests
+        .iter()
+        .filter(|request| request.path == "/placement/resource_providers")
+        .filter_map(|request| request.query.get("name").map(String::as_str))
+        .collect();
+    for name in [
+        "compute-04.example.net",
+        "compute-05",
+        "compute-05.example.net",
+        "compute-09.example.net",
+    ] {
+        assert!(names.contains(&name), "no lookup of {name}: {names:?}");
+    }
+    assert!(
+        !names.contains(&"compute-04"),
+        "the server's hypervisor_hostname is used as is: {names:?}"
+    );
+    let patterns: Vec<&str> = requests
+        .iter()
+        .filter(|request| request.path == "/compute/v2.1/os-hypervisors/detail")
+        .filter_map(|request| {
+            request
+                .query
+                .get("hypervisor_hostname_pattern")
+                .map(String::as_str)
+        })
+        .collect();
+    assert_eq!(patterns.len(), 2, "{patterns:?}");
+    assert!(patterns.contains(&"compute-05"), "{patterns:?}");
+    assert!(patterns.contains(&"compute-09.example.net"), "{patterns:?}");
+}
+
+#[tokio::test]
+async fn placement_failures_leave_partial_report() {
+    struct Case {
+        name: &'static str,
+        setup: fn(&mut openstack_mock::Cloud),
+        part: &'static str,
+        reason: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "no catalog entry",
+            setup: |cloud| cloud.catalog_without.push("placement".into()),
+            part: "placement",
+            reason: &["no Placement endpoint", "placement_endpoint_override"],
+        },
+        Case {
+            name: "forbidden",
+            setup: |cloud| cloud.forbidden.push("/placement/".into()),
+            part: "placement compute-07.example.net",
+            reason: &[
+                "Placement returned HTTP 403",
+                "Policy does not allow",
+                "run diagnose with admin credentials",
+            ],
+        },
+        Case {
+            name: "provider gone",
+            setup: |cloud| {
+                cloud.usages.remove(openstack_mock::SAMPLE_PROVIDER_UUID);
+            },
+            part: "placement compute-07.example.net",
+            reason: &[
+                "Placement returned HTTP 404",
+                "No resource provider with uuid",
+                "run diagnose again",
+            ],
+        },
+        Case {
+            name: "timeout",
+            setup: |cloud| cloud.hanging.push("/placement/".into()),
+            part: "placement compute-07.example.net",
+            reason: &[
+                "Placement did not answer GET /placement/resource_providers within 1 s",
+                "--timeout",
+            ],
+        },
+        Case {
+            name: "unavailable",
+            setup: |cloud| cloud.failing.push("/placement/".into()),
+            part: "placement compute-07.example.net",
+            reason: &["Placement returned HTTP 503", "placement-api service"],
+        },
+    ];
+    for case in cases {
+        let mock = Mock::start().await;
+        mock.add_server(
+            server("nova_get_server_error_build_aborted.json"),
+            vec![build_action()],
+        );
+        mock.with(case.setup);
+        let cloud = novamedic::openstack::config::load(
+            &mock.environment(),
+            &Default::default(),
+            &Default::default(),
+        )
+        .expect("config");
+        let client =
+            novamedic::openstack::Client::new(cloud, Some(std::time::Duration::from_secs(1)))
+                .expect("client");
+
+        let diagnosis = diagnose::diagnose(&client, &healthy_fleet(), BUILD_ID)
+            .await
+            .unwrap_or_else(|err| panic!("{}: {err}", case.name));
+
+        let part = diagnosis
+            .missing
+            .iter()
+            .find(|part| part.part == case.part)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: {} not missing: {:#?}",
+                    case.name, case.part, diagnosis.missing
+                )
+            });
+        for needle in case.reason {
+            assert!(
+                part.reason.contains(needle),
+                "{}: {needle:?} not in {:?}",
+                case.name,
+                part.reason
+            );
+        }
+        assert!(diagnosis.hosts[0].placement.is_none(), "{}", case.name);
+        assert_eq!(
+            diagnosis.verdict.cause,
+            Cause::Network,
+            "{}: the rest still counts",
+            case.name
+        );
+        let report = text::render(&diagnosis);
+        assert!(
+            report.contains(&format!("Not checked: {}: ", case.part)),
+            "{}: {report}",
+            case.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn overridden_placement_endpoint_must_be_root() {
+    let mock = Mock::start().await;
+    mock.add_server(
+        server("nova_get_server_error_build_aborted.json"),
+        vec![build_action()],
+    );
+    let overrides = novamedic::openstack::config::Overrides {
+        cloud: None,
+        values: [(
+            "placement_endpoint_override".to_string(),
+            format!("{}/placement/v1", mock.base),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let cloud =
+        novamedic::openstack::config::load(&mock.environment(), &Default::default(), &overrides)
+            .expect("config");
+    let client = novamedic::openstack::Client::new(cloud, None).expect("client");
+
+    let diagnosis = diagnose::diagnose(&client, &healthy_fleet(), BUILD_ID)
+        .await
+        .expect("diagnosis");
+
+    let part = diagnosis
+        .missing
+        .iter()
+        .find(|part| part.part == "placement compute-07.example.net")
+        .expect("placement missing");
+    assert!(
+        part.reason
+            .contains("HTTP 404 for GET /placement/v1/resource_providers"),
+        "{}",
+        part.reason
+    );
+    assert!(
+        part.reason.contains("must be Placement's root URL"),
+        "{}",
+        part.reason
+    );
+}

@@ -797,3 +797,47 @@ async fn report_flood_keeps_api_responsive() {
     );
     store.close().await;
 }
+
+/// Routine reports are written in batches while the controller runs, not
+/// only at shutdown. Read through a second, read-only connection, as the
+/// controller holds the database lock.
+#[tokio::test]
+async fn routine_reports_reach_database_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("novamedic.db");
+    let server = TestServer::start_on(db.clone()).await;
+    let mut agent = FakeAgent::connect(server.addr, hello("c1")).await;
+    // The first report changes the health and is written at once with its
+    // event; the ones after it are routine.
+    for _ in 0..3 {
+        agent
+            .send_report(report(v1::HealthStatus::Healthy, "active", &[]))
+            .await;
+    }
+
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&db)
+        .read_only(true);
+    let reader = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let written = eventually(Duration::from_secs(10), || {
+        let reader = reader.clone();
+        async move {
+            let stored: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT latest_report FROM nodes WHERE name = 'c1'")
+                    .fetch_one(&reader)
+                    .await
+                    .unwrap();
+            let sequence = stored.map(|bytes| {
+                <v1::NodeReport as prost::Message>::decode(bytes.as_slice())
+                    .unwrap()
+                    .sequence
+            });
+            sequence == Some(3)
+        }
+    })
+    .await;
+    assert!(written, "the third, routine report was written by a flush");
+    reader.close().await;
+    drop(agent);
+    server.stop().await;
+}

@@ -1,6 +1,6 @@
 //! The SQLite store against real files in a temporary directory.
 
-use novamedic::store::{HelloRecord, NewCommand, NewEvent, Store, StoreError};
+use novamedic::store::{HelloRecord, LatestReport, NewCommand, NewEvent, Store, StoreError};
 use novamedic_proto::v1;
 
 fn hello(node: &str) -> HelloRecord {
@@ -211,6 +211,55 @@ async fn failed_transaction_writes_nothing() {
     assert_eq!(node.latest_report, None);
     assert_eq!(node.last_seen_unix_ms, 0);
     assert!(store.list_events(None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn report_batch_skips_older_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).await.unwrap();
+    for node in ["c1", "c2", "c3"] {
+        store.upsert_hello(&hello(node), 0, &[]).await.unwrap();
+    }
+    let mut report = sample_report();
+    let health = report.health.clone().unwrap();
+    // c2 got an urgent write at 500 while the batch below waited.
+    report.sequence = 9;
+    store
+        .save_report("c2", &report, &health, 500, &[])
+        .await
+        .unwrap();
+
+    let batch: Vec<LatestReport> = [("c1", 100, 1), ("c2", 400, 8), ("c3", 300, 3)]
+        .into_iter()
+        .map(|(node, arrived_at_unix_ms, sequence)| LatestReport {
+            node: node.to_string(),
+            report: v1::NodeReport {
+                sequence,
+                ..sample_report()
+            },
+            health: health.clone(),
+            arrived_at_unix_ms,
+        })
+        .collect();
+    store.save_reports(&batch).await.unwrap();
+
+    let stored = |node: &'static str| {
+        let store = &store;
+        async move {
+            let record = store.get_node(node).await.unwrap().unwrap();
+            (
+                record.last_seen_unix_ms,
+                record.latest_report.map(|r| r.sequence),
+            )
+        }
+    };
+    assert_eq!(stored("c1").await, (100, Some(1)));
+    assert_eq!(
+        stored("c2").await,
+        (500, Some(9)),
+        "older batch entry skipped"
+    );
+    assert_eq!(stored("c3").await, (300, Some(3)));
 }
 
 #[tokio::test]

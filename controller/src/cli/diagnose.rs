@@ -101,7 +101,7 @@ pub struct OpenStackArgs {
     pub insecure: bool,
     /// Endpoint of a service instead of the catalog's, such as
     /// compute=http://127.0.0.1:8774/v2.1; repeat for each service
-    /// (compute, image, network, block-storage).
+    /// (compute, image, network, block-storage, placement).
     #[arg(long = "os-endpoint", value_name = "SERVICE=URL")]
     pub endpoints: Vec<String>,
 }
@@ -154,7 +154,8 @@ impl OpenStackArgs {
             }) else {
                 return Err(usage(format!(
                     "invalid --os-endpoint {endpoint:?}; expected SERVICE=URL with SERVICE one of \
-                     compute, image, network, block-storage, such as compute=http://127.0.0.1:8774/v2.1"
+                     compute, image, network, block-storage, volume, placement, such as \
+                     compute=http://127.0.0.1:8774/v2.1"
                 )));
             };
             values.insert(

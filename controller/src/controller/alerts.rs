@@ -46,8 +46,8 @@ impl Controller {
                 severity: Severity::Critical,
                 summary: "novamedic's storm guard paused all automated restarts".to_string(),
                 description: format!(
-                    "{}. No node is restarted automatically until an operator runs \
-                     `novamedic resume`.",
+                    "{}. No node is restarted automatically until the storm has been over for \
+                     the policy's storm_cooldown_seconds or an operator runs `novamedic resume`.",
                     pause.reason
                 ),
                 starts_at_unix_ms: pause.since_unix_ms,

@@ -12,8 +12,8 @@ mod logsearch;
 mod metrics;
 mod nova;
 pub mod policy;
+mod report_batch;
 mod restart;
-mod throttle;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use novamedic_proto::view::outcome_name;
 use novamedic_tls::PeerIdentity;
 
 pub use logsearch::{SearchError, DEFAULT_SEARCH_WAIT, MAX_SEARCH_WAIT};
+pub use report_batch::FLUSH_INTERVAL;
 pub use restart::RestartError;
 
 use crate::alerting::disconnect::MassDisconnect;
@@ -32,9 +33,9 @@ use crate::fleet::{kind, CertificateConflict, Fleet, NotCurrent, StreamPeer, Str
 use crate::nova_view::NovaWatch;
 use crate::policy::{Policy, PolicyState};
 use crate::report_timing::ReportTiming;
-use crate::store::{HelloRecord, NewEvent, Store, StoreError};
+use crate::store::{HelloRecord, LatestReport, NewEvent, Store, StoreError};
 use policy::PolicyRunner;
-use throttle::{ReportThrottle, UnsavedReport};
+use report_batch::ReportBatch;
 
 /// Limits that shape restarts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +61,8 @@ pub struct Controller {
     fleet: Fleet,
     store: Store,
     limits: RestartLimits,
-    report_writes: ReportThrottle,
+    /// Routine reports waiting for the next batched write.
+    pending_reports: ReportBatch,
     policy: PolicyRunner,
     metrics: Arc<crate::metrics::Metrics>,
     alerter: Arc<Alerter>,
@@ -102,7 +104,7 @@ impl Controller {
             fleet: Fleet::from_records(records, now_unix_ms()),
             store,
             limits,
-            report_writes: ReportThrottle::default(),
+            pending_reports: ReportBatch::default(),
             policy: PolicyRunner::new(policy, state, policy_source),
             metrics,
             alerter,
@@ -224,10 +226,10 @@ impl Controller {
         log_store_failure(saved, node, "stream rejection");
     }
 
-    /// Applies a report that arrived on `connection_id` and persists it, or
-    /// keeps it for a later write when the node's routine reports arrive
-    /// faster than once a second (see [`throttle`]). Returns the time the
-    /// fleet in memory took the report.
+    /// Applies a report that arrived on `connection_id`. A report with unit
+    /// transitions or events is written at once with its events; a routine
+    /// one waits for the next batched write (see [`report_batch`]). Returns
+    /// the time the fleet in memory took the report.
     pub async fn accept_report(
         &self,
         node: &str,
@@ -235,37 +237,58 @@ impl Controller {
         report: v1::NodeReport,
     ) -> Result<i64, NotCurrent> {
         let now = now_unix_ms();
-        let must_save = !report.transitions.is_empty();
+        let has_transitions = !report.transitions.is_empty();
         let update = self
             .fleet
             .apply_report(node, connection_id, report.clone(), now)?;
         for event in &update.events {
             tracing::info!(node, kind = %event.kind, detail = ?event.detail, "node changed");
         }
-        let unsaved = UnsavedReport {
+        let latest = LatestReport {
+            node: node.to_string(),
             report,
             health: update.health,
             arrived_at_unix_ms: now,
         };
-        let must_save = must_save || !update.events.is_empty();
-        if let Some(report) = self.report_writes.admit(node, unsaved, must_save) {
-            self.save_report(node, &report, &update.events).await;
+        if has_transitions || !update.events.is_empty() {
+            self.pending_reports.discard(node);
+            self.save_report(&latest, &update.events).await;
+        } else {
+            self.pending_reports.hold(latest);
         }
         Ok(now)
     }
 
-    async fn save_report(&self, node: &str, unsaved: &UnsavedReport, events: &[NewEvent]) {
+    async fn save_report(&self, latest: &LatestReport, events: &[NewEvent]) {
         let saved = self
             .store
             .save_report(
-                node,
-                &unsaved.report,
-                &unsaved.health,
-                unsaved.arrived_at_unix_ms,
+                &latest.node,
+                &latest.report,
+                &latest.health,
+                latest.arrived_at_unix_ms,
                 events,
             )
             .await;
-        log_store_failure(saved, node, "report");
+        log_store_failure(saved, &latest.node, "report");
+    }
+
+    /// Writes every pending routine report in one transaction. After a
+    /// failure the reports are kept for the next flush, unless newer ones
+    /// arrived meanwhile.
+    pub async fn flush_reports(&self) {
+        let reports = self.pending_reports.take_all();
+        if reports.is_empty() {
+            return;
+        }
+        if let Err(err) = self.store.save_reports(&reports).await {
+            tracing::error!(
+                reports = reports.len(),
+                error = %crate::error_chain(&err),
+                "cannot write the batch of routine reports; keeping them for the next flush"
+            );
+            self.pending_reports.restore(reports);
+        }
     }
 
     /// Records an agent's command result and hands it to the requester
@@ -373,8 +396,8 @@ impl Controller {
         };
         tracing::info!(node, connection_id, detail = ?event.detail, "agent disconnected");
         self.note_disconnect(node);
-        if let Some(unsaved) = self.report_writes.take(node) {
-            self.save_report(node, &unsaved, &[]).await;
+        if let Some(latest) = self.pending_reports.take(node) {
+            self.save_report(&latest, &[]).await;
         }
         let saved = self.store.append_event(&event).await.map(|_| ());
         log_store_failure(saved, node, "disconnect");
@@ -386,9 +409,7 @@ impl Controller {
         let events = self
             .fleet
             .close_all("the controller is shutting down", now_unix_ms());
-        for (node, unsaved) in self.report_writes.take_all() {
-            self.save_report(&node, &unsaved, &[]).await;
-        }
+        self.flush_reports().await;
         for event in events {
             let saved = self.store.append_event(&event).await.map(|_| ());
             log_store_failure(saved, &event.node, "disconnect");

@@ -159,12 +159,14 @@ impl Controller {
         let mut engine = self.policy.engine.lock().await;
         let jitter_ms = rand::rng().random_range(0..=engine.policy().fleet.jitter_seconds * 1_000);
         let verdict = engine.observe(node, &observation, self.fleet.len(), jitter_ms);
-        if !verdict.changed {
+        if !verdict.changed && verdict.storm_ended.is_none() {
             return;
         }
-        self.metrics.policy_decision(verdict.decision.kind());
-        if let Decision::Escalate { .. } = verdict.decision {
-            self.metrics.escalation();
+        if verdict.changed {
+            self.metrics.policy_decision(verdict.decision.kind());
+            if let Decision::Escalate { .. } = verdict.decision {
+                self.metrics.escalation();
+            }
         }
         self.sync_policy_alerts(engine.state());
         let events = verdict_events(&verdict, observation.at_unix_ms);
@@ -280,7 +282,23 @@ impl Controller {
     }
 }
 
+/// Returns the events that record a verdict: its decision when it changed,
+/// and the end of the storm guard's pause as a fleet-wide event.
 fn verdict_events(verdict: &Verdict, at_unix_ms: i64) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    if let Some(ended) = &verdict.storm_ended {
+        events.push(NewEvent {
+            time_unix_ms: at_unix_ms,
+            node: String::new(),
+            kind: kind::STORM_GUARD.to_string(),
+            detail: ended.clone(),
+            actor: POLICY_ACTOR.to_string(),
+            command_id: String::new(),
+        });
+    }
+    if !verdict.changed {
+        return events;
+    }
     let kind = match verdict.decision {
         Decision::StormGuard { .. } => kind::STORM_GUARD,
         _ => kind::POLICY_DECISION,
@@ -290,14 +308,15 @@ fn verdict_events(verdict: &Verdict, at_unix_ms: i64) -> Vec<NewEvent> {
         detail.push_str("; evidence: ");
         detail.push_str(&verdict.evidence.join("; "));
     }
-    vec![NewEvent {
+    events.push(NewEvent {
         time_unix_ms: at_unix_ms,
         node: verdict.node.clone(),
         kind: kind.to_string(),
         detail,
         actor: POLICY_ACTOR.to_string(),
         command_id: String::new(),
-    }]
+    });
+    events
 }
 
 /// Describes a decision in an operator's words.
@@ -382,7 +401,10 @@ pub fn describe(decision: &Decision) -> String {
             format!("needs a human, automation leaves the node alone: {reason}")
         }
         Decision::StormGuard { reason } => {
-            format!("storm guard tripped, all automation paused until `novamedic resume`: {reason}")
+            format!(
+                "storm guard tripped, all automation paused until the storm has been over for \
+                 storm_cooldown_seconds or `novamedic resume`: {reason}"
+            )
         }
     }
 }
@@ -399,6 +421,7 @@ pub(super) fn persistent_json(state: &PolicyState) -> String {
     let persistent = PolicyState {
         pause: state.pause.clone(),
         next_restart_unix_ms: state.next_restart_unix_ms,
+        storm_clear_since_unix_ms: state.storm_clear_since_unix_ms,
         nodes: state
             .nodes
             .iter()

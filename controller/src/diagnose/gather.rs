@@ -1,15 +1,18 @@
 //! The calls behind a diagnosis. Only the server itself is required; every
 //! other part that fails is recorded in [`Diagnosis::missing`].
 
+use std::collections::BTreeMap;
+
 use futures::future::join_all;
 use novamedic_proto::view::NodeView;
 
+use super::capacity::{self, HostCapacity};
 use super::{
     verdict, DiagnoseError, Diagnosis, FleetHost, FleetSource, HostCheck, HostLogQuery, HostLogs,
     ImageCheck, MissingPart, VolumeCheck, SCHEMA_VERSION,
 };
 use crate::openstack::types::{Flavor, Image, InstanceAction, Server};
-use crate::openstack::{nova, others, ApiError, Client};
+use crate::openstack::{nova, others, ApiError, Client, Service};
 
 /// Actions read in full with their events: the failed ones and the newest,
 /// up to this many.
@@ -87,7 +90,20 @@ pub async fn diagnose_found(
     let (volumes, volume_missing) = volumes;
     missing.extend(volume_missing);
 
-    let (hosts, host_missing) = host_checks(client, fleet, &server, &actions).await;
+    // Without a placement endpoint every host would fail the same way, so
+    // the endpoint is checked once and the hosts' capacity skipped.
+    let placement_ready = match client.endpoint(Service::Placement).await {
+        Ok(_) => true,
+        Err(err) => {
+            missing.push(MissingPart {
+                part: "placement".to_string(),
+                reason: capacity::placement_reason(&err),
+            });
+            false
+        }
+    };
+    let (hosts, host_missing) =
+        host_checks(client, fleet, &server, &actions, placement_ready).await;
     missing.extend(host_missing);
 
     let mut diagnosis = Diagnosis {
@@ -275,22 +291,40 @@ pub fn involved_hosts(
     hosts
 }
 
-/// Reads each involved host's service record and novamedic's report, and
-/// has its agent search nova-compute's log files for the instance.
+/// Reads each involved host's service record and novamedic's report, has
+/// its agent search nova-compute's log files for the instance, and, with
+/// `placement_ready`, reads the Placement capacity of the hosts the
+/// request ran on.
 async fn host_checks(
     client: &Client,
     fleet: &impl FleetSource,
     server: &Server,
     actions: &[InstanceAction],
+    placement_ready: bool,
 ) -> (Vec<HostCheck>, Vec<MissingPart>) {
     let flavor = server.flavor.clone().unwrap_or_default();
     let query = HostLogQuery::for_server(server, actions, crate::clock::now_unix_ms());
     let query = &query;
+    let request = capacity::flavor_request(&flavor, server.image_id().is_none());
+    let request = &request;
     let reads = involved_hosts(server, actions).into_iter().map(|(host, roles)| {
         let flavor = flavor.clone();
+        let wants_capacity = placement_ready
+            && roles.iter().any(|role| matches!(*role, "server_host" | "failed_event"));
         async move {
-            let (service, node) = futures::join!(nova::compute_services(client, &host), fleet_node(fleet, &host));
+            let (service, node, placement) = futures::join!(
+                nova::compute_services(client, &host),
+                fleet_node(fleet, &host),
+                host_placement(client, server, &host, request, wants_capacity),
+            );
             let mut missing = Vec::new();
+            let placement = placement.unwrap_or_else(|reason| {
+                missing.push(MissingPart {
+                    part: format!("placement {host}"),
+                    reason,
+                });
+                None
+            });
             let service = match service {
                 Ok(services) => services.into_iter().find(|service| service.host.as_deref() == Some(host.as_str())),
                 Err(err) => {
@@ -319,7 +353,7 @@ async fn host_checks(
                     None
                 }
             };
-            (HostCheck { host, roles, service, fleet, logs }, missing)
+            (HostCheck { host, roles, service, fleet, logs, placement }, missing)
         }
     });
     let mut checks = Vec::new();
@@ -329,6 +363,27 @@ async fn host_checks(
         missing.extend(host_missing);
     }
     (checks, missing)
+}
+
+/// Reads `host`'s Placement capacity when `needed`, naming the provider
+/// by the server's `hypervisor_hostname` when `host` is the server's own.
+async fn host_placement(
+    client: &Client,
+    server: &Server,
+    host: &str,
+    request: &BTreeMap<String, u64>,
+    needed: bool,
+) -> Result<Option<HostCapacity>, String> {
+    if !needed {
+        return Ok(None);
+    }
+    let hypervisor_hostname = server
+        .hypervisor_hostname
+        .as_deref()
+        .filter(|name| !name.is_empty() && server.host.as_deref() == Some(host));
+    capacity::host_capacity(client, host, hypervisor_hostname, request)
+        .await
+        .map(Some)
 }
 
 /// Has the agent of `view` search nova-compute's logs, or records in

@@ -56,6 +56,7 @@ pub fn render(diagnosis: &Diagnosis) -> String {
     events_section(&mut out, diagnosis);
     resources_section(&mut out, diagnosis);
     hosts_section(&mut out, diagnosis);
+    placement_section(&mut out, diagnosis);
     host_logs_section(&mut out, diagnosis);
     if !diagnosis.missing.is_empty() {
         out.push_str("\n## Not checked\n\n");
@@ -238,6 +239,50 @@ fn hosts_section(out: &mut String, diagnosis: &Diagnosis) {
             cell(&fleet),
             cell(&faults)
         );
+    }
+}
+
+/// Writes a capacity table per host whose Placement provider was read.
+fn placement_section(out: &mut String, diagnosis: &Diagnosis) {
+    let hosts: Vec<_> = diagnosis
+        .hosts
+        .iter()
+        .filter_map(|host| Some((host, host.placement.as_ref()?)))
+        .collect();
+    if hosts.is_empty() {
+        return;
+    }
+    out.push_str("\n## Placement capacity\n\nAs of this report, not of the failed request. Capacity is `(total - reserved) * allocation_ratio`.\n");
+    for (host, capacity) in hosts {
+        let _ = writeln!(
+            out,
+            "\n### {}\n\nProvider `{}` ({}), found {}.\n",
+            inline(&host.host),
+            inline(&capacity.provider_name),
+            inline(&capacity.provider_uuid),
+            capacity.lookup()
+        );
+        out.push_str("| class | capacity | used | free | flavor needs | max_unit |\n|---|---:|---:|---:|---:|---:|\n");
+        for class in &capacity.classes {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                cell(&class.resource_class),
+                class.capacity,
+                class.used,
+                class.free,
+                class
+                    .requested
+                    .map_or_else(|| "-".to_string(), |amount| amount.to_string()),
+                class.max_unit
+            );
+        }
+        if !capacity.shortfalls.is_empty() {
+            out.push('\n');
+            for shortfall in &capacity.shortfalls {
+                let _ = writeln!(out, "- {}", inline(shortfall));
+            }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Why is an instance in ERROR? Gathers the server, its instance actions
 //! and events, image, ports, volumes, the nova-compute services of the hosts
-//! involved and novamedic's own reports of those hosts, then names the most
-//! likely cause with the evidence for it and the next steps.
+//! involved, their Placement capacity and novamedic's own reports of those
+//! hosts, then names the most likely cause with the evidence for it and the
+//! next steps.
 //!
 //! - [`gather`]: the calls, each allowed to fail on its own; a failed part
 //!   is listed in [`Diagnosis::missing`] and the rest still count.
@@ -9,9 +10,11 @@
 //!   fault, the events and the host logs, weighed into one cause.
 //! - [`text`], [`markdown`]: the terminal report and the incident-ticket
 //!   report with Mermaid diagrams; `-o json` serializes [`Diagnosis`].
+//! - [`capacity`]: Placement inventories and usages against the flavor.
 //! - [`all`]: every instance in ERROR, grouped by cause.
 
 pub mod all;
+pub mod capacity;
 pub mod gather;
 pub mod hostlogs;
 pub mod markdown;
@@ -26,6 +29,7 @@ use serde::Serialize;
 use crate::openstack::types::{ComputeService, Image, InstanceAction, Port, Server, Volume};
 use crate::openstack::ApiError;
 
+pub use capacity::{ClassCapacity, HostCapacity};
 pub use gather::diagnose;
 pub use hostlogs::{HostLogQuery, HostLogRecord, HostLogs};
 pub use verdict::{Cause, Verdict};
@@ -108,6 +112,11 @@ pub struct HostCheck {
     /// by its agent; `null` when they could not be searched (see
     /// `missing`).
     pub logs: Option<HostLogs>,
+    /// Placement's capacity of the host's compute node against the
+    /// flavor, read for the server's host and the hosts of failed events.
+    /// It is `null` for other hosts or when it could not be read (see
+    /// `missing`).
+    pub placement: Option<HostCapacity>,
 }
 
 /// The parts of a novamedic node report that bear on a failed instance.
@@ -134,7 +143,7 @@ pub struct FleetHost {
 #[derive(Clone, Debug, Serialize)]
 pub struct MissingPart {
     /// `actions`, `image`, `ports`, `volume <id>`, `service <host>`,
-    /// `fleet <host>`, ...
+    /// `fleet <host>`, `placement`, `placement <host>`, ...
     pub part: String,
     pub reason: String,
 }

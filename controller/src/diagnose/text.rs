@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::Diagnosis;
+use super::{Diagnosis, HostCapacity};
 use crate::cli::escape_control;
 
 /// Formats the report: verdict first, then the facts behind it.
@@ -229,9 +229,61 @@ fn host_lines(out: &mut String, diagnosis: &Diagnosis) {
                 );
             }
         }
+        if let Some(capacity) = &host.placement {
+            placement_lines(out, capacity);
+        }
         if let Some(logs) = &host.logs {
             host_log_lines(out, logs);
         }
+    }
+}
+
+/// Prints the provider's capacity table and its shortfalls.
+fn placement_lines(out: &mut String, capacity: &HostCapacity) {
+    field(
+        out,
+        "Placement",
+        &format!(
+            "provider {} ({}), found {}",
+            capacity.provider_name,
+            capacity.provider_uuid,
+            capacity.lookup()
+        ),
+    );
+    let row = |class: &str, capacity: &str, used: &str, free: &str, needs: &str, max_unit: &str| {
+        format!("{class:<12} {capacity:>10} {used:>10} {free:>10} {needs:>12} {max_unit:>10}")
+    };
+    field(
+        out,
+        "",
+        &row(
+            "class",
+            "capacity",
+            "used",
+            "free",
+            "flavor needs",
+            "max_unit",
+        ),
+    );
+    for class in &capacity.classes {
+        let needs = class
+            .requested
+            .map_or_else(|| "-".to_string(), |amount| amount.to_string());
+        field(
+            out,
+            "",
+            &row(
+                &class.resource_class,
+                &class.capacity.to_string(),
+                &class.used.to_string(),
+                &class.free.to_string(),
+                &needs,
+                &class.max_unit.to_string(),
+            ),
+        );
+    }
+    for shortfall in &capacity.shortfalls {
+        field(out, "", &format!("└ {shortfall}"));
     }
 }
 

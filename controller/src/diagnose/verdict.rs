@@ -98,7 +98,7 @@ impl Cause {
                 "Look for missing disk paths or devices named in the error, then reset the state and retry.",
             ],
             Cause::HostResources => &[
-                "Compare the host's free memory and disk with the flavor; look for stale allocations in Placement.",
+                "Compare the host's free memory, disk and Placement usage with the flavor (`openstack resource provider usage show UUID`); look for stale allocations (`openstack resource provider show --allocations UUID`).",
                 "Free resources or disable the host, then rebuild or migrate the instance.",
             ],
             Cause::Configuration => &[
@@ -239,6 +239,13 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
             evidence.push("the server has no fault record".to_string());
         }
         evidence.extend(host_error_quotes(diagnosis));
+    }
+    if matches!(cause, Cause::HostResources | Cause::Scheduling) {
+        for host in &diagnosis.hosts {
+            if let Some(capacity) = &host.placement {
+                evidence.push(capacity.summary(&host.host));
+            }
+        }
     }
     for part in &diagnosis.missing {
         evidence.push(format!("not checked, {}: {}", part.part, part.reason));
@@ -430,7 +437,108 @@ fn structured_findings(diagnosis: &Diagnosis) -> Vec<Finding> {
             host_log_findings(&host.host, logs, &mut add);
         }
     }
+    placement_findings(diagnosis, &mut add);
     findings
+}
+
+/// The reason in Nova's "No valid host was found. REASON", from the fault
+/// or a failed event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoValidHost {
+    Absent,
+    /// An empty reason: the scheduler got no allocation candidates from
+    /// Placement, or a request pre-filter rejected the request
+    /// (`select_destinations` in `nova/scheduler/manager.py`).
+    WithoutReason,
+    /// "There are not enough hosts available.": Placement returned
+    /// candidates and Nova's filters removed them all.
+    FiltersRemovedAll,
+    OtherReason,
+}
+
+fn no_valid_host(diagnosis: &Diagnosis) -> NoValidHost {
+    const MESSAGE: &str = "No valid host was found.";
+    let fault = diagnosis
+        .server
+        .fault
+        .as_ref()
+        .and_then(|fault| fault.message.as_deref());
+    let event_details = diagnosis
+        .actions
+        .iter()
+        .flat_map(|action| action.events.iter())
+        .filter(|event| event.failed())
+        .filter_map(|event| event.details.as_deref());
+    let mut found = NoValidHost::Absent;
+    for text in fault.into_iter().chain(event_details) {
+        let Some(reason) = text.trim_start().strip_prefix(MESSAGE) else {
+            continue;
+        };
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return NoValidHost::WithoutReason;
+        }
+        found = if reason.starts_with("There are not enough hosts available") {
+            NoValidHost::FiltersRemovedAll
+        } else {
+            NoValidHost::OtherReason
+        };
+    }
+    found
+}
+
+/// Findings from Placement's capacity of the hosts the request ran on.
+/// A host short of the flavor weighs 2, or 1 when Nova's filters, not
+/// Placement, removed the last hosts, or when it is the server's own host,
+/// whose usage can include the server's allocation. An empty "No valid host
+/// was found." reason together with a short host is a direct sign.
+fn placement_findings(diagnosis: &Diagnosis, add: &mut impl FnMut(Cause, u32, String)) {
+    let no_valid_host = no_valid_host(diagnosis);
+    let mut short_hosts = Vec::new();
+    for host in &diagnosis.hosts {
+        let Some(capacity) = &host.placement else {
+            continue;
+        };
+        if capacity.shortfalls.is_empty() {
+            continue;
+        }
+        let on_server_host = diagnosis.server.host.as_deref() == Some(host.host.as_str());
+        let weight = if on_server_host || no_valid_host == NoValidHost::FiltersRemovedAll {
+            1
+        } else {
+            2
+        };
+        let own_allocation = if on_server_host {
+            "; this server's own allocation, if Nova still holds it, is among the used"
+        } else {
+            ""
+        };
+        for shortfall in &capacity.shortfalls {
+            add(
+                Cause::HostResources,
+                weight,
+                format!(
+                    "Placement now, {}: {shortfall}{own_allocation}",
+                    capacity.label(&host.host)
+                ),
+            );
+        }
+        if !on_server_host {
+            short_hosts.push(host.host.as_str());
+        }
+    }
+    if no_valid_host == NoValidHost::WithoutReason && !short_hosts.is_empty() {
+        add(
+            Cause::HostResources,
+            3,
+            format!(
+                "\"No valid host was found.\" has no reason, which Nova reports when Placement \
+                 returns no allocation candidates or a pre-filter rejects the request, and \
+                 Placement shows {} short of the flavor now",
+                short_hosts.join(", ")
+            ),
+        );
+    }
 }
 
 /// One finding per signature the agent's classifier matched in the

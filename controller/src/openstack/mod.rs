@@ -1,6 +1,6 @@
 //! A small OpenStack client for the calls `novamedic diagnose` and the
 //! controller's Nova poller make: Keystone v3 authentication and its service
-//! catalog, GETs on Nova, Glance, Neutron and Cinder, and the one write,
+//! catalog, GETs on Nova, Glance, Neutron, Cinder and Placement, and the one write,
 //! `PUT /os-services/{id}`, that disables or enables a compute service.
 //!
 //! - [`config`]: credentials from clouds.yaml, secure.yaml, `OS_*` variables
@@ -9,12 +9,13 @@
 //!   and error bodies.
 //! - [`types`]: the response fields diagnosis reads; everything is optional
 //!   except ids, since policy and microversions hide fields.
-//! - [`nova`], [`others`]: one function per call.
+//! - [`nova`], [`placement`], [`others`]: one function per call.
 
 pub mod config;
 pub mod error;
 pub mod nova;
 pub mod others;
+pub mod placement;
 pub mod secret;
 pub mod session;
 pub mod types;

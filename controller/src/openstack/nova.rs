@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::types::{ComputeService, InstanceAction, Server};
+use super::types::{ComputeService, Hypervisor, InstanceAction, Server};
 use super::{ApiError, Client, Service};
 
 /// Upper bound on servers listed for a name lookup; more matches than this
@@ -23,6 +23,11 @@ struct ActionBody {
 #[derive(Deserialize)]
 struct ServicesBody {
     services: Vec<ComputeService>,
+}
+
+#[derive(Deserialize)]
+struct HypervisorsBody {
+    hypervisors: Vec<Hypervisor>,
 }
 
 /// `GET /servers/{id}`.
@@ -129,6 +134,36 @@ pub async fn compute_services(
         )
         .await?;
     Ok(body.services)
+}
+
+/// Lists the compute nodes that the nova-compute service on `host`
+/// manages: `GET /os-hypervisors/detail?hypervisor_hostname_pattern=HOST`
+/// (compute 2.53 and later). Nova matches the pattern as a substring of
+/// the node's name, so only nodes whose service host is `host` are kept.
+/// Nova returns 404 when no node matches, which is an empty list here.
+pub async fn hypervisors_of_host(client: &Client, host: &str) -> Result<Vec<Hypervisor>, ApiError> {
+    let reply: Result<HypervisorsBody, ApiError> = client
+        .get(
+            Service::Compute,
+            "/os-hypervisors/detail",
+            &[("hypervisor_hostname_pattern", host.to_string())],
+        )
+        .await;
+    let hypervisors = match reply {
+        Ok(body) => body.hypervisors,
+        Err(err) if err.is_not_found() => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    Ok(hypervisors
+        .into_iter()
+        .filter(|hypervisor| {
+            hypervisor
+                .service
+                .as_ref()
+                .and_then(|service| service.host.as_deref())
+                == Some(host)
+        })
+        .collect())
 }
 
 /// `GET /os-services?binary=nova-compute` for every host, with the

@@ -21,6 +21,11 @@ use super::Service;
 /// 2.84 (event `details`). A cloud whose maximum is lower gets its maximum.
 pub const COMPUTE_MICROVERSION: (u32, u32) = (2, 88);
 
+/// Placement microversion the client sends. The calls it makes are
+/// unchanged since 1.0; 1.23 adds the `code` field to error bodies. A
+/// Placement whose maximum is below 1.23 returns 406.
+pub const PLACEMENT_MICROVERSION: &str = "1.23";
+
 /// Request timeout when the cloud sets no `api_timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -350,6 +355,12 @@ impl Client {
             if service == Service::Compute {
                 let version = self.negotiate_compute_version(&token, url).await;
                 request = request.header("OpenStack-API-Version", format!("compute {version}"));
+            }
+            if service == Service::Placement {
+                request = request.header(
+                    "OpenStack-API-Version",
+                    format!("placement {PLACEMENT_MICROVERSION}"),
+                );
             }
             let response = request
                 .send()

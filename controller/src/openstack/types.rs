@@ -249,3 +249,59 @@ impl ComputeService {
         self.id.as_str().filter(|id| !id.is_empty())
     }
 }
+
+/// A compute node from `GET /os-hypervisors/detail` (compute 2.53 and
+/// later); 2.88 removed the resource fields, so none are read.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Hypervisor {
+    /// The compute node's UUID from compute 2.53, which is also its
+    /// resource provider's UUID; an integer before.
+    #[serde(default)]
+    pub id: Value,
+    /// The node's name, which is also its resource provider's name.
+    #[serde(default)]
+    pub hypervisor_hostname: Option<String>,
+    #[serde(default)]
+    pub service: Option<HypervisorService>,
+}
+
+/// The nova-compute service that manages a compute node.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct HypervisorService {
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// A Placement resource provider.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ResourceProvider {
+    pub uuid: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// One resource class of a provider's inventory, as Placement returns it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Inventory {
+    pub total: u64,
+    #[serde(default)]
+    pub reserved: u64,
+    #[serde(default = "one")]
+    pub min_unit: u64,
+    /// Largest amount one allocation may take; Placement defaults it to
+    /// `total`.
+    #[serde(default)]
+    pub max_unit: Option<u64>,
+    #[serde(default = "one")]
+    pub step_size: u64,
+    #[serde(default = "unit_ratio")]
+    pub allocation_ratio: f64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn unit_ratio() -> f64 {
+    1.0
+}

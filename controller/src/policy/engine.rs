@@ -20,6 +20,10 @@ pub struct PolicyState {
     pub nodes: BTreeMap<String, NodePolicy>,
     /// No automated restart anywhere before this time (gap plus jitter).
     pub next_restart_unix_ms: i64,
+    /// While the storm guard's pause holds: since when neither of its
+    /// triggers has held.
+    #[serde(default)]
+    pub storm_clear_since_unix_ms: Option<i64>,
 }
 
 /// A pause of all automation, with who set it and the reason.
@@ -250,6 +254,9 @@ pub struct Verdict {
     pub decision: Decision,
     pub evidence: Vec<String>,
     pub changed: bool,
+    /// Set when this observation ended the storm guard's pause after its
+    /// cooldown: why automation resumed.
+    pub storm_ended: Option<String>,
 }
 
 /// The engine: a policy and the state it keeps.
@@ -257,6 +264,9 @@ pub struct Verdict {
 pub struct Engine {
     policy: Policy,
     state: PolicyState,
+    /// When the storm guard's cooldown was last checked. The check walks
+    /// every node, so it runs at most once a second, not on every report.
+    cooldown_checked_unix_ms: i64,
 }
 
 /// Name the storm guard pauses automation under.
@@ -264,7 +274,11 @@ pub const STORM_GUARD: &str = "storm-guard";
 
 impl Engine {
     pub fn new(policy: Policy, state: PolicyState) -> Self {
-        Engine { policy, state }
+        Engine {
+            policy,
+            state,
+            cooldown_checked_unix_ms: i64::MIN,
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -306,6 +320,7 @@ impl Engine {
         if !findings.is_empty() {
             state.last_finding_unix_ms = Some(now);
         }
+        let storm_ended = self.end_storm_pause_after_cooldown(now, fleet_size);
         let mut evidence: Vec<String> = findings.iter().map(|f| f.evidence.clone()).collect();
 
         let decision = self.decide(
@@ -333,7 +348,43 @@ impl Engine {
             decision,
             evidence,
             changed,
+            storm_ended,
         }
+    }
+
+    /// Ends the storm guard's pause once neither of its triggers has held
+    /// for the cooldown, and returns why. Any observation during the
+    /// cooldown that trips a trigger starts the cooldown again.
+    fn end_storm_pause_after_cooldown(&mut self, now: i64, fleet_size: usize) -> Option<String> {
+        let cooldown_seconds = self.policy.fleet.storm_cooldown_seconds;
+        let paused_by_guard = self
+            .state
+            .pause
+            .as_ref()
+            .is_some_and(|pause| pause.by == STORM_GUARD);
+        if !paused_by_guard {
+            self.state.storm_clear_since_unix_ms = None;
+            return None;
+        }
+        if cooldown_seconds == 0 || now.saturating_sub(self.cooldown_checked_unix_ms) < 1_000 {
+            return None;
+        }
+        self.cooldown_checked_unix_ms = now;
+        if self.storm(now, fleet_size).is_some() {
+            self.state.storm_clear_since_unix_ms = None;
+            return None;
+        }
+        let clear_since = *self.state.storm_clear_since_unix_ms.get_or_insert(now);
+        if now - clear_since < secs_ms(cooldown_seconds) {
+            return None;
+        }
+        self.state.storm_clear_since_unix_ms = None;
+        let pause = self.state.pause.take()?;
+        Some(format!(
+            "the storm guard resumed automation: no storm for {cooldown_seconds} s \
+             (storm_cooldown_seconds); it had paused it because {}",
+            pause.reason
+        ))
     }
 
     fn decide(

@@ -173,6 +173,9 @@ pub struct FleetLimits {
     /// The storm guard also trips after this many automated restarts in the
     /// node window, fleet-wide: a slow rolling failure is a storm too.
     pub max_restarts_per_window: u32,
+    /// The storm guard's pause ends by itself once neither trigger has held
+    /// for this long; 0 leaves the resume to an operator.
+    pub storm_cooldown_seconds: u64,
 }
 
 impl Default for Policy {
@@ -212,6 +215,9 @@ impl Default for FleetLimits {
             storm_min_nodes: 3,
             storm_window_seconds: 300,
             max_restarts_per_window: 20,
+            // Three storm windows: a shared cause (a broker failover, a
+            // conductor restart) often flaps before it settles.
+            storm_cooldown_seconds: 900,
         }
     }
 }

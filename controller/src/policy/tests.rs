@@ -483,10 +483,106 @@ fn storm_guard_fleet_share() {
     assert!(storm);
     let pause = engine.state().pause.clone().expect("storm guard pauses");
     assert_eq!(pause.by, STORM_GUARD);
-    // Paused until an operator resumes, even for a single later failure.
+    // Still paused for a single later failure, before the cooldown.
     let decisions = feed(&mut engine, "cn-40", T0 + 600_000, 5, fleet, wedged);
     assert!(!decisions.iter().any(is_restart));
     assert!(engine.resume().is_some());
+}
+
+#[test]
+fn storm_guard_resumes_after_cooldown() {
+    let mut policy = enforcing();
+    policy.fleet.storm_cooldown_seconds = 600;
+    let mut engine = Engine::new(policy, PolicyState::default());
+    let fleet = 20;
+    for round in 0..5 {
+        for n in 0..5 {
+            let at = T0 + round * INTERVAL_MS + n as i64;
+            engine.observe(&format!("cn-{n}"), &wedged(at), fleet, 0);
+        }
+    }
+    assert_eq!(
+        engine.state().pause.as_ref().map(|p| p.by.as_str()),
+        Some(STORM_GUARD)
+    );
+
+    // The five nodes recover. Their findings leave the 300 s storm window,
+    // and the cooldown starts only then.
+    let mut ended = Vec::new();
+    for tick in 0..120 {
+        let at = T0 + 60_000 + tick * INTERVAL_MS;
+        for n in 0..5 {
+            let verdict = engine.observe(&format!("cn-{n}"), &healthy(at + n), fleet, 0);
+            if let Some(reason) = verdict.storm_ended {
+                ended.push((at, reason));
+            }
+        }
+    }
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let (at, reason) = &ended[0];
+    assert!(*at >= T0 + 40_000 + 300_000 + 600_000, "resumed at {at}");
+    assert!(
+        *at <= T0 + 40_000 + 300_000 + 600_000 + 2 * INTERVAL_MS,
+        "resumed at {at}"
+    );
+    assert!(reason.contains("no storm for 600 s"), "{reason}");
+    assert!(engine.state().pause.is_none());
+
+    // A later single failure is restarted again.
+    let decisions = feed(&mut engine, "cn-7", at + INTERVAL_MS, 4, fleet, wedged);
+    assert!(decisions.iter().any(is_restart), "{decisions:?}");
+}
+
+#[test]
+fn storm_cooldown_restarts_on_new_storm() {
+    let mut policy = enforcing();
+    policy.fleet.storm_cooldown_seconds = 600;
+    let mut engine = Engine::new(policy.clone(), PolicyState::default());
+    let fleet = 20;
+    let trip = |engine: &mut Engine, start: i64| {
+        for round in 0..5 {
+            for n in 0..5 {
+                let at = start + round * INTERVAL_MS + n as i64;
+                engine.observe(&format!("cn-{n}"), &wedged(at), fleet, 0);
+            }
+        }
+    };
+    trip(&mut engine, T0);
+    // Healthy for 500 s after the storm window, then the storm returns:
+    // the cooldown starts again from the new storm's end.
+    let clear_from = T0 + 40_000 + 300_000;
+    feed(&mut engine, "cn-0", clear_from, 50, fleet, healthy);
+    assert!(engine.state().storm_clear_since_unix_ms.is_some());
+    trip(&mut engine, clear_from + 500_000);
+    assert!(engine.state().pause.is_some());
+    let second_end = clear_from + 500_000 + 40_000;
+    let decisions: Vec<_> = (0..120)
+        .map(|i| {
+            let at = second_end + 10_000 + i * INTERVAL_MS;
+            engine.observe("cn-0", &healthy(at), fleet, 0)
+        })
+        .collect();
+    let resumed_at: Vec<i64> = decisions
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.storm_ended.is_some())
+        .map(|(i, _)| second_end + 10_000 + i as i64 * INTERVAL_MS)
+        .collect();
+    assert_eq!(resumed_at.len(), 1, "{resumed_at:?}");
+    assert!(
+        resumed_at[0] >= second_end + 300_000 + 600_000,
+        "{resumed_at:?}"
+    );
+
+    // With a cooldown of 0 only an operator resumes.
+    policy.fleet.storm_cooldown_seconds = 0;
+    let mut manual = Engine::new(policy, PolicyState::default());
+    trip(&mut manual, T0);
+    let decisions: Vec<_> = (0..200)
+        .map(|i| manual.observe("cn-0", &healthy(T0 + 60_000 + i * INTERVAL_MS), fleet, 0))
+        .collect();
+    assert!(decisions.iter().all(|v| v.storm_ended.is_none()));
+    assert!(manual.state().pause.is_some());
 }
 
 #[test]

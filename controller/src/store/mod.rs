@@ -26,7 +26,7 @@ use sqlx::SqlitePool;
 
 pub use error::StoreError;
 pub use lock::lock_path;
-pub use records::{CommandRecord, HelloRecord, NewCommand, NewEvent, NodeRecord};
+pub use records::{CommandRecord, HelloRecord, LatestReport, NewCommand, NewEvent, NodeRecord};
 
 /// Time a writer waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

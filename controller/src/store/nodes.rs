@@ -6,7 +6,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::events::insert_event;
-use super::{from_sql_int, to_sql_int, HelloRecord, NewEvent, NodeRecord, Store, StoreError};
+use super::{
+    from_sql_int, to_sql_int, HelloRecord, LatestReport, NewEvent, NodeRecord, Store, StoreError,
+};
 
 const NODE_COLUMNS: &str = "name, first_seen_unix_ms, last_seen_unix_ms, agent_version, \
      protocol_version, capabilities, unit, report_interval_ms, latest_report, health_status, \
@@ -44,7 +46,8 @@ impl Store {
     }
 
     /// Stores a node's latest report and health, together with the events the
-    /// report caused.
+    /// report caused. The events are always appended; the report replaces the
+    /// stored one only when it arrived no earlier (see [`Store::save_reports`]).
     pub async fn save_report(
         &self,
         node: &str,
@@ -55,19 +58,32 @@ impl Store {
     ) -> Result<(), StoreError> {
         let operation = "saving a report";
         let mut tx = self.begin(operation).await?;
-        sqlx::query(
-            "UPDATE nodes SET last_seen_unix_ms = $2, latest_report = $3, health_status = $4, \
-             health_reasons = $5 WHERE name = $1",
-        )
-        .bind(node)
-        .bind(arrived_at_unix_ms)
-        .bind(report.encode_to_vec())
-        .bind(health.status)
-        .bind(to_json(&health.reasons))
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| self.query_error(operation, err))?;
+        let latest = LatestReport {
+            node: node.to_string(),
+            report: report.clone(),
+            health: health.clone(),
+            arrived_at_unix_ms,
+        };
+        update_latest_report(&mut tx, &latest)
+            .await
+            .map_err(|err| self.query_error(operation, err))?;
         self.finish_with_events(tx, operation, events).await
+    }
+
+    /// Stores many nodes' latest reports in one transaction, so one fsync
+    /// covers them all. A report older than the stored one is skipped: a
+    /// batch taken before a node's urgent write may commit after it.
+    pub async fn save_reports(&self, reports: &[LatestReport]) -> Result<(), StoreError> {
+        let operation = "saving a batch of reports";
+        let mut tx = self.begin(operation).await?;
+        for latest in reports {
+            update_latest_report(&mut tx, latest)
+                .await
+                .map_err(|err| self.query_error(operation, err))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|err| self.query_error(operation, err))
     }
 
     /// Stores a health judged by the controller itself (STALE), together with
@@ -166,6 +182,25 @@ impl Store {
             hello,
         })
     }
+}
+
+/// Replaces the node's stored report unless the stored one arrived later.
+async fn update_latest_report(
+    tx: &mut Transaction<'static, Sqlite>,
+    latest: &LatestReport,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE nodes SET last_seen_unix_ms = $2, latest_report = $3, health_status = $4, \
+         health_reasons = $5 WHERE name = $1 AND last_seen_unix_ms <= $2",
+    )
+    .bind(&latest.node)
+    .bind(latest.arrived_at_unix_ms)
+    .bind(latest.report.encode_to_vec())
+    .bind(latest.health.status)
+    .bind(to_json(&latest.health.reasons))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn to_json(values: &[String]) -> String {

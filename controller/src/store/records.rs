@@ -26,6 +26,15 @@ pub struct NodeRecord {
     pub health: v1::Health,
 }
 
+/// A node's newest report with the health the controller judged from it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatestReport {
+    pub node: String,
+    pub report: v1::NodeReport,
+    pub health: v1::Health,
+    pub arrived_at_unix_ms: i64,
+}
+
 /// An event to append to the history; the store assigns its id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewEvent {

@@ -1,6 +1,7 @@
-//! A fake OpenStack cloud on 127.0.0.1: Keystone, Nova, Glance, Neutron and
-//! Cinder, serving the recorded sample responses in `fixtures/openstack/`
-//! and recording every request so tests can check headers and queries.
+//! A fake OpenStack cloud on 127.0.0.1: Keystone, Nova, Glance, Neutron,
+//! Cinder and Placement, serving the recorded sample responses in
+//! `fixtures/openstack/` and recording every request so tests can check
+//! headers and queries.
 
 #![allow(dead_code)]
 
@@ -55,6 +56,18 @@ pub struct Cloud {
     /// Volume objects by id, as inside `{"volume": ...}`.
     pub volumes: BTreeMap<String, Value>,
     pub services: Vec<Value>,
+    /// Compute nodes of `os-hypervisors/detail`, in the 2.88 shape.
+    pub hypervisors: Vec<Value>,
+    /// Placement resource providers, as inside `resource_providers`.
+    pub providers: Vec<Value>,
+    /// `inventories` objects by provider UUID.
+    pub inventories: BTreeMap<String, Value>,
+    /// `usages` objects by provider UUID.
+    pub usages: BTreeMap<String, Value>,
+    /// Service types left out of the token's catalog.
+    pub catalog_without: Vec<String>,
+    /// Path prefixes that return 403 with the service's error body.
+    pub forbidden: Vec<String>,
     /// Servers per page of `servers/detail`; 0 means all at once.
     pub page_size: usize,
     /// `version` of the compute version document.
@@ -82,6 +95,9 @@ impl Cloud {
     }
 }
 
+/// UUID of the resource provider in the Placement samples, compute-07's.
+pub const SAMPLE_PROVIDER_UUID: &str = "6e79ee51-6218-473d-9620-36e9c9dd259c";
+
 /// How long a hanging service takes to answer: longer than any request
 /// timeout the tests set.
 pub const HANG_SECONDS: u64 = 30;
@@ -100,7 +116,8 @@ impl Drop for Mock {
 
 impl Mock {
     /// Starts an empty cloud, with the nova-compute services of the
-    /// samples.
+    /// samples and a compute node and resource provider for each of
+    /// compute-06, -07 and -08 (see [`Mock::add_node`]).
     pub async fn start() -> Mock {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -120,7 +137,47 @@ impl Mock {
         let task = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serve");
         });
-        Mock { base, cloud, task }
+        let mock = Mock { base, cloud, task };
+        for (index, host) in ["compute-06", "compute-07", "compute-08"]
+            .iter()
+            .enumerate()
+        {
+            let name = format!("{host}.example.net");
+            let uuid = if *host == "compute-07" {
+                SAMPLE_PROVIDER_UUID.to_string()
+            } else {
+                format!("00000000-0000-4000-8000-00000000000{index}")
+            };
+            mock.add_node(&name, &name, &uuid);
+        }
+        mock
+    }
+
+    /// Adds a compute node named `node` of the nova-compute service on
+    /// `host`, and its resource provider with the sample's inventories and
+    /// the sample's usages except MEMORY_MB, lowered to 131072 so that the
+    /// provider has room for the test flavors.
+    pub fn add_node(&self, host: &str, node: &str, uuid: &str) {
+        let mut hypervisor =
+            fixture("nova_get_os_hypervisors_detail_v2_88.json")["hypervisors"][1].clone();
+        hypervisor["id"] = json!(uuid);
+        hypervisor["hypervisor_hostname"] = json!(node);
+        hypervisor["service"]["host"] = json!(host);
+        let mut provider =
+            fixture("placement_get_resource_providers_name.json")["resource_providers"][0].clone();
+        provider["uuid"] = json!(uuid);
+        provider["root_provider_uuid"] = json!(uuid);
+        provider["name"] = json!(node);
+        let inventories =
+            fixture("placement_get_resource_provider_inventories.json")["inventories"].clone();
+        let mut usages = fixture("placement_get_resource_provider_usages.json")["usages"].clone();
+        usages["MEMORY_MB"] = json!(131072);
+        self.with(|cloud| {
+            cloud.hypervisors.push(hypervisor);
+            cloud.providers.push(provider);
+            cloud.inventories.insert(uuid.to_string(), inventories);
+            cloud.usages.insert(uuid.to_string(), usages);
+        });
     }
 
     /// The `OS_*` variables of a password user for this cloud.
@@ -282,6 +339,13 @@ async fn handle(
         )
             .into_response();
     }
+    if cloud
+        .forbidden
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        return forbidden(&path);
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["compute", "v2.1"] => {
@@ -354,6 +418,36 @@ async fn handle(
                 .collect();
             reply(StatusCode::OK, json!({"services": services}))
         }
+        ["compute", "v2.1", "os-hypervisors", "detail"] => list_hypervisors(&cloud, &query),
+        ["placement", "resource_providers"] => {
+            let providers: Vec<Value> = cloud
+                .providers
+                .iter()
+                .filter(|provider| {
+                    query
+                        .get("name")
+                        .is_none_or(|name| provider["name"] == json!(name))
+                })
+                .cloned()
+                .collect();
+            reply(StatusCode::OK, json!({"resource_providers": providers}))
+        }
+        ["placement", "resource_providers", uuid, "inventories"] => {
+            match cloud.inventories.get(*uuid) {
+                Some(inventories) => reply(
+                    StatusCode::OK,
+                    json!({"inventories": inventories, "resource_provider_generation": 42}),
+                ),
+                None => reply(StatusCode::NOT_FOUND, fixture("placement_error_404.json")),
+            }
+        }
+        ["placement", "resource_providers", uuid, "usages"] => match cloud.usages.get(*uuid) {
+            Some(usages) => reply(
+                StatusCode::OK,
+                json!({"usages": usages, "resource_provider_generation": 42}),
+            ),
+            None => reply(StatusCode::NOT_FOUND, fixture("placement_error_404.json")),
+        },
         ["image", "v2", "images", id] => match cloud.images.get(*id) {
             Some(image) => reply(StatusCode::OK, image.clone()),
             None => reply(StatusCode::NOT_FOUND, fixture("glance_error_404.json")),
@@ -375,6 +469,47 @@ async fn handle(
             json!({"itemNotFound": {"code": 404, "message": format!("no route for {path}")}}),
         ),
     }
+}
+
+/// Lists `os-hypervisors/detail` filtered by `hypervisor_hostname_pattern`
+/// as Nova does: a substring match, and 404 when nothing matches.
+fn list_hypervisors(cloud: &Cloud, query: &BTreeMap<String, String>) -> Response {
+    let pattern = query.get("hypervisor_hostname_pattern");
+    let hypervisors: Vec<Value> = cloud
+        .hypervisors
+        .iter()
+        .filter(|hypervisor| {
+            pattern.is_none_or(|pattern| {
+                hypervisor["hypervisor_hostname"]
+                    .as_str()
+                    .is_some_and(|name| name.contains(pattern.as_str()))
+            })
+        })
+        .cloned()
+        .collect();
+    if let (Some(pattern), true) = (pattern, hypervisors.is_empty()) {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"itemNotFound": {"code": 404, "message": format!("No hypervisor matching '{pattern}' could be found.")}}),
+        );
+    }
+    reply(StatusCode::OK, json!({"hypervisors": hypervisors}))
+}
+
+/// Returns a 403 in the error format of the service that `path` belongs to.
+fn forbidden(path: &str) -> Response {
+    let body = if path.starts_with("/placement/") {
+        json!({"errors": [{
+            "status": 403,
+            "title": "Forbidden",
+            "detail": "Access was denied to this resource.\n\n Policy does not allow placement:resource_providers:list to be performed.  ",
+            "code": "placement.undefined_code",
+            "request_id": "req-00000000-0000-4000-8000-000000000000"
+        }]})
+    } else {
+        fixture("nova_error_forbidden.json")
+    };
+    reply(StatusCode::FORBIDDEN, body)
 }
 
 fn not_found_compute() -> Response {
@@ -419,6 +554,14 @@ fn authenticate(cloud: &mut Cloud, body: &[u8]) -> Response {
         );
     let mut document: Value = serde_json::from_str(&text).expect("catalog");
     document["token"]["expires_at"] = json!(expires_at);
+    if let Some(catalog) = document["token"]["catalog"].as_array_mut() {
+        catalog.retain(|entry| {
+            !cloud
+                .catalog_without
+                .iter()
+                .any(|service_type| entry["type"] == json!(service_type))
+        });
+    }
     let mut response = reply(StatusCode::CREATED, document);
     response
         .headers_mut()
