@@ -767,6 +767,97 @@ async fn unknown_verdict_keeps_fault() {
     assert!(!diagnosis.verdict.next_steps.is_empty());
 }
 
+/// Builds a host record of the instance at `level`, written at 08:57:`second`.
+fn host_record(line: u64, second: u32, level: &str, message: &str) -> HostLogRecord {
+    HostLogRecord {
+        file: "/var/log/nova/nova-compute.log".into(),
+        line,
+        time: Some(format!("2026-11-30T08:57:{second:02}Z")),
+        level: level.into(),
+        request_id: Some(REQUEST_ID.into()),
+        text: format!(
+            "2026-11-30 08:57:{second:02}.120 4242 {level} nova.compute.manager \
+             [None {REQUEST_ID} admin admin - - default default] [instance: {BUILD_ID}] {message}"
+        ),
+        ..HostLogRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn unknown_verdict_quotes_host_errors() {
+    let mock = Mock::start().await;
+    let message = format!("Build of instance {BUILD_ID} aborted: the driver gave up");
+    let mut build = server("nova_get_server_error_build_aborted.json");
+    set_fault(&mut build, &message, None);
+    mock.add_server(
+        build,
+        vec![rescheduled_action(
+            BUILD_ID,
+            &["compute-06.example.net"],
+            &message,
+        )],
+    );
+    mock.with(|cloud| {
+        cloud
+            .images
+            .insert(IMAGE_ID.into(), fixture("glance_get_v2_image.json"))
+    });
+    // compute-06 is up and enabled in Nova, so nothing else points at a cause.
+    let mut fleet = SearchingFleet::default();
+    fleet
+        .nodes
+        .0
+        .insert("compute-06".into(), searching_node("compute-06"));
+    let mut records = vec![host_record(
+        10,
+        5,
+        "INFO",
+        "Claim successful on node compute-06",
+    )];
+    for (index, second) in (30..34).enumerate() {
+        let text = format!("{message} (record {index})");
+        records.push(host_record(20 + index as u64, second, "ERROR", &text));
+    }
+    fleet.logs.insert(
+        "compute-06".into(),
+        HostLogs {
+            node: "compute-06".into(),
+            log_file: "/var/log/nova/nova-compute.log".into(),
+            records,
+            files_searched: vec!["/var/log/nova/nova-compute.log".into()],
+            ..HostLogs::default()
+        },
+    );
+
+    let diagnosis = run_with(&mock, &fleet, BUILD_ID).await;
+
+    assert_eq!(
+        diagnosis.verdict.cause,
+        Cause::Unknown,
+        "{:#?}",
+        diagnosis.verdict.findings
+    );
+    assert_evidence(&diagnosis, &format!("fault message: {message}"));
+    assert_evidence(
+        &diagnosis,
+        &format!(
+            "nova-compute on compute-06.example.net logged ERROR at 2026-11-30T08:57:30Z: \
+             {message} (record 0)"
+        ),
+    );
+    let quoted: Vec<&String> = diagnosis
+        .verdict
+        .evidence
+        .iter()
+        .filter(|line| line.starts_with("nova-compute on compute-06.example.net logged"))
+        .collect();
+    assert_eq!(quoted.len(), 3, "at most three records: {quoted:#?}");
+    assert!(
+        quoted.iter().all(|line| !line.contains("Claim successful")),
+        "INFO records are not quoted: {quoted:#?}"
+    );
+}
+
 #[tokio::test]
 async fn missing_parts_reported_with_reason() {
     let mock = Mock::start().await;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::container::{Bind, Container};
-use crate::slice::{install_agent_privileges, AGENT_UNIT, POLL_INTERVAL};
+use crate::slice::{
+    install_agent_privileges, install_node_certificate_for, AGENT_UNIT, POLL_INTERVAL,
+};
 use crate::system_env::{require_system_test_env, SystemTestEnv, SKIP_VARIABLE};
 
 /// Overrides the nova tree's location (default `target/novamedic-nova-rootfs`).
@@ -40,6 +42,10 @@ pub const STACK_UNITS: [&str; 4] = [
     NOVA_CONDUCTOR_UNIT,
     NOVA_COMPUTE_UNIT,
 ];
+
+/// nova's `host` in the tree's nova.conf (`packaging/test/nova/nova.conf`):
+/// the name that os-services and the compute events carry.
+pub const NOVA_HOST: &str = "novamedic-test-compute";
 
 /// nova-compute's log file, from Debian's `--log-file` argument.
 pub const NOVA_COMPUTE_LOG: &str = "/var/log/nova/nova-compute.log";
@@ -95,9 +101,44 @@ pub struct NovaNode {
 }
 
 impl NovaNode {
-    /// Node name the agent reports under: the container's machine name.
+    /// Node name the agent reports under from boot: the container's machine
+    /// name. [`NovaNode::restart_agent_as`] changes it.
     pub fn name(&self) -> &str {
         self.container.machine()
+    }
+
+    /// Restarts the agent under the node name `node`, with a certificate
+    /// for that name from `controller`'s CA, so the controller lists it as
+    /// a new node.
+    pub fn restart_agent_as(
+        &self,
+        env: &SystemTestEnv,
+        node: &str,
+        controller: &crate::slice::Controller,
+    ) -> Result<()> {
+        self.configure_agent(env, node, controller)?;
+        self.container
+            .systemctl_ok(&["restart", AGENT_UNIT])
+            .with_context(|| format!("cannot restart {AGENT_UNIT}\n{}", self.diagnostics()))?;
+        Ok(())
+    }
+
+    /// Writes a certificate for `node` from `controller`'s CA, gives the
+    /// agent its package's privileges and writes an agent.toml that reports
+    /// under `node`.
+    fn configure_agent(
+        &self,
+        env: &SystemTestEnv,
+        node: &str,
+        controller: &crate::slice::Controller,
+    ) -> Result<()> {
+        // The certificate first: the package's postinst gives the agent's
+        // user read access to the key.
+        install_node_certificate_for(&self.container, &controller.tls_dir(), node)?;
+        install_agent_privileges(env, &self.container)?;
+        let config = nova_agent_config(node, &controller.url());
+        self.container
+            .write_file("/etc/novamedic/agent.toml", config.as_bytes())
     }
 
     /// Stops `unit` inside and waits for the stop job to finish.
@@ -297,13 +338,7 @@ pub fn boot_nova_node(
     node.wait_for_stack()?;
     require_loopback_listeners()?;
 
-    // The certificate first: the package's postinst gives the agent's user
-    // read access to the key.
-    crate::slice::install_node_certificate(&node.container, &controller.tls_dir())?;
-    install_agent_privileges(env, &node.container)?;
-    let config = nova_agent_config(node.name(), &controller.url());
-    node.container
-        .write_file("/etc/novamedic/agent.toml", config.as_bytes())?;
+    node.configure_agent(env, node.name(), controller)?;
     node.start(AGENT_UNIT)?;
     Ok(node)
 }

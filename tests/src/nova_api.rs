@@ -84,9 +84,12 @@ pub struct Response {
     pub body: Value,
 }
 
-/// The compute and image APIs of a booted nova node.
+/// The compute and image APIs of a booted nova node, called with one
+/// noauth2 token.
 pub struct NovaApi<'a> {
     node: &'a NovaNode,
+    /// `X-Auth-Token` of every request, `USER:PROJECT`.
+    token: String,
 }
 
 impl<'a> NovaApi<'a> {
@@ -94,7 +97,10 @@ impl<'a> NovaApi<'a> {
     /// both APIs answer on loopback only and the compute API lists the
     /// scheduler and nova-compute up.
     pub fn start(node: &'a NovaNode) -> Result<Self> {
-        let api = NovaApi { node };
+        let api = NovaApi {
+            node,
+            token: ADMIN_TOKEN.to_string(),
+        };
         for unit in API_UNITS {
             node.start(unit)
                 .with_context(|| format!("cannot start {unit}\n{}", api.diagnostics()))?;
@@ -120,12 +126,22 @@ impl<'a> NovaApi<'a> {
         NOVA_API_URL
     }
 
-    /// Token of the admin user, for the `X-Auth-Token` header.
-    pub fn token(&self) -> &'static str {
-        ADMIN_TOKEN
+    /// Token of the requests, for the `X-Auth-Token` header.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
-    /// Sends a request to the compute API as the admin, with `body` as JSON.
+    /// Returns these APIs called by the admin user in `project`. noauth2
+    /// accepts any project id, and Nova counts quota usage per project, so
+    /// the servers of other projects do not count against this one.
+    pub fn in_project(&self, project: &str) -> NovaApi<'a> {
+        NovaApi {
+            node: self.node,
+            token: format!("admin:{project}"),
+        }
+    }
+
+    /// Sends a request to the compute API with `body` as JSON.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response> {
         let url = format!("{NOVA_API_URL}{path}");
         let version = format!("X-OpenStack-Nova-API-Version: {MICROVERSION}");
@@ -195,9 +211,11 @@ impl<'a> NovaApi<'a> {
     /// Creates a server that the scheduler places on the fake host and that
     /// fails there: nova-compute is switched to nova's own
     /// `fake.FakeBuildAbortDriver`, whose spawn raises
-    /// `BuildAbortException`, so nova-compute logs the failure under the
-    /// build's request id and puts the server in ERROR without a
-    /// reschedule. Returns the server's id once it is in ERROR.
+    /// `BuildAbortException`, so nova-compute logs the failure at ERROR
+    /// under the build's request id and puts the server in ERROR without a
+    /// reschedule. nova-compute catches the failure, so the instance
+    /// action's compute event still reads `Success`. Returns the server's
+    /// id once it is in ERROR.
     pub fn boot_server_failing_on_compute(&self) -> Result<String> {
         let container = &self.node.container;
         for file in ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf"] {
@@ -208,6 +226,17 @@ impl<'a> NovaApi<'a> {
                 file,
             ])?;
         }
+        // Before the spawn, nova-compute builds the image's URL for its
+        // notification. Without [glance] api_servers it looks Glance up in
+        // the request's service catalog, which noauth2 leaves empty, and
+        // the build fails there with EmptyCatalog.
+        container.exec_ok(&[
+            "sh",
+            "-c",
+            r#"printf '\n[glance]\napi_servers = %s\n' "$1" >> /etc/nova/nova-compute.conf"#,
+            "sh",
+            GLANCE_API_URL,
+        ])?;
         // The scheduler skips a host whose heartbeat is older than
         // service_down_time (10 s here), and nova-compute sends none while
         // it restarts, so wait for a heartbeat newer than the restart: the
@@ -363,7 +392,7 @@ impl<'a> NovaApi<'a> {
         headers: &[&str],
         body: Option<&Value>,
     ) -> Result<Response> {
-        let token = format!("X-Auth-Token: {ADMIN_TOKEN}");
+        let token = format!("X-Auth-Token: {}", self.token);
         let mut args = vec!["-X", method, "-H", &token];
         for header in headers {
             args.extend(["-H", header]);

@@ -5,12 +5,44 @@
 //! Needs what real_nova.rs needs. The API units start only here, so the
 //! other real-nova tests boot no slower.
 
-use novamedic_tests::nova::{boot_nova_node, require_nova_env};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use novamedic_tests::nova::{boot_nova_node, require_nova_env, NOVA_COMPUTE_LOG, NOVA_HOST};
 use novamedic_tests::nova_api::{NovaApi, GLANCE_API_URL, MICROVERSION};
+use novamedic_tests::slice::Controller;
 
 /// The Neutron stand-in's address inside the node, shared with the host.
 const NEUTRON_URL: &str = "http://127.0.0.1:9696";
-use novamedic_tests::slice::Controller;
+
+/// noauth2 project of the server that fails on nova-compute. The oversized
+/// server in ERROR still counts against the admin project's RAM quota,
+/// and without Keystone the test can neither delete it (the Neutron
+/// client has no credentials) nor lift the quota.
+const SPAWN_PROJECT: &str = "novamedic-spawn";
+
+/// Time for the restarted agent to connect under its new name.
+const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `novamedic diagnose SERVER -o json` with `api`'s token against the
+/// compute API, Glance and the Neutron stand-in inside the node.
+fn diagnose(controller: &Controller, api: &NovaApi, server: &str) -> anyhow::Result<Value> {
+    controller.cli_json(&[
+        "diagnose",
+        server,
+        "--os-auth-type",
+        "token",
+        "--os-token",
+        api.token(),
+        "--os-endpoint",
+        &format!("compute={}/v2.1", api.base_url()),
+        "--os-endpoint",
+        &format!("image={GLANCE_API_URL}"),
+        "--os-endpoint",
+        &format!("network={NEUTRON_URL}"),
+    ])
+}
 
 #[test]
 fn oversized_server_fails_with_fault() {
@@ -108,22 +140,7 @@ fn oversized_server_fails_with_fault() {
     // `novamedic diagnose` reads the same server from the real nova-api and
     // names scheduling as the cause. The failed event names no compute host,
     // because the scheduler found none.
-    let diagnosis = controller
-        .cli_json(&[
-            "diagnose",
-            &id,
-            "--os-auth-type",
-            "token",
-            "--os-token",
-            api.token(),
-            "--os-endpoint",
-            &format!("compute={}/v2.1", api.base_url()),
-            "--os-endpoint",
-            &format!("image={GLANCE_API_URL}"),
-            "--os-endpoint",
-            &format!("network={NEUTRON_URL}"),
-        ])
-        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let diagnosis = diagnose(&controller, &api, &id).unwrap_or_else(|err| fail(format!("{err:#}")));
     assert_eq!(diagnosis["server"]["id"], id.as_str(), "{diagnosis}");
     assert_eq!(diagnosis["server"]["status"], "ERROR", "{diagnosis}");
     assert_eq!(diagnosis["verdict"]["cause"], "scheduling", "{diagnosis}");
@@ -187,13 +204,100 @@ fn oversized_server_fails_with_fault() {
         serde_json::Value::Null,
         "{nova}"
     );
-    // TODO: build a second server with `api.boot_server_failing_on_compute()`
-    // and check that `diagnose` quotes nova-compute's records of it from the
-    // agent. The oversized server above still counts against the admin
-    // project's RAM quota (the second build fails with 413), deleting it
-    // fails on the Neutron client's auth, and the quota API needs Keystone:
-    // the second build needs another noauth2 project token, and the agent's
-    // node must carry nova's host name (`novamedic-test-compute`).
+
+    // `diagnose` reads the fleet data and requests the log search of the
+    // node named like the host in Nova's events, or like its short name,
+    // and does not apply [openstack.host_names]. So the agent now reports
+    // under nova's `host`.
+    node.restart_agent_as(&env, NOVA_HOST, &controller)
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    controller
+        .wait_for_node(NOVA_HOST, AGENT_CONNECT_TIMEOUT, "connected", |view| {
+            view["connected"] == true
+        })
+        .unwrap_or_else(|err| fail(format!("{err:#}\n{}", controller.log())));
+
+    // A server in a project of its own reaches nova-compute and fails
+    // there. `diagnose` has the node's agent search nova-compute's log for
+    // it through the controller, and quotes the records.
+    let spawn_api = api.in_project(SPAWN_PROJECT);
+    let id = spawn_api
+        .boot_server_failing_on_compute()
+        .unwrap_or_else(|err| fail(format!("{err:#}")));
+    let diagnosis = diagnose(&controller, &api, &id).unwrap_or_else(|err| fail(format!("{err:#}")));
+    assert_eq!(diagnosis["server"]["id"], id.as_str(), "{diagnosis}");
+    assert_eq!(
+        diagnosis["server"]["tenant_id"], SPAWN_PROJECT,
+        "{diagnosis}"
+    );
+    assert_eq!(diagnosis["server"]["status"], "ERROR", "{diagnosis}");
+    let create = diagnosis["actions"]
+        .as_array()
+        .and_then(|actions| actions.iter().find(|a| a["action"] == "create"))
+        .unwrap_or_else(|| fail(format!("no create action: {diagnosis}")));
+    let request_id = create["request_id"].as_str().unwrap_or_default();
+    assert!(request_id.starts_with("req-"), "{create}");
+
+    // The host of the compute event was checked, and its agent searched
+    // nova-compute's log.
+    let host = diagnosis["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["host"] == NOVA_HOST))
+        .unwrap_or_else(|| fail(format!("{NOVA_HOST} is not among the hosts: {diagnosis}")));
+    assert!(host["roles"].to_string().contains("event"), "{host}");
+    assert_eq!(host["fleet"]["node"], NOVA_HOST, "{host}");
+    let logs = &host["logs"];
+    assert_eq!(logs["node"], NOVA_HOST, "{host}");
+    assert_eq!(logs["problem"], Value::Null, "{logs}");
+    assert!(
+        logs["files_searched"]
+            .to_string()
+            .contains(NOVA_COMPUTE_LOG),
+        "{logs}"
+    );
+    let missing = diagnosis["missing"].to_string();
+    assert!(!missing.contains(NOVA_HOST), "{missing}");
+
+    // Every record names the server or its request. nova-compute logs the
+    // aborted spawn as "Instance failed to spawn" with the traceback, and
+    // the agent classifies that record.
+    let records = logs["records"].as_array().cloned().unwrap_or_default();
+    assert!(!records.is_empty(), "no host log records: {logs}");
+    let text_of = |record: &Value| record["text"].as_str().unwrap_or_default().to_string();
+    for record in &records {
+        let text = text_of(record);
+        assert!(
+            text.contains(id.as_str()) || text.contains(request_id),
+            "record names neither {id} nor {request_id}: {record}"
+        );
+    }
+    let spawn = records
+        .iter()
+        .find(|r| r["signature_id"] == "instance-spawn-failed")
+        .unwrap_or_else(|| fail(format!("no classified record of the spawn: {logs}")));
+    assert_eq!(spawn["level"], "ERROR", "{spawn}");
+    assert_eq!(spawn["fault_kind"], "instance_spawn", "{spawn}");
+    assert_eq!(spawn["request_id"], request_id, "{spawn}");
+    assert!(text_of(spawn).contains(id.as_str()), "{spawn}");
+    assert!(text_of(spawn).contains("FakeBuildAbortDriver"), "{spawn}");
+
+    // The verdict follows the classified record and quotes it.
+    let verdict = &diagnosis["verdict"];
+    assert_eq!(verdict["cause"], "hypervisor", "{verdict}");
+    let evidence = verdict["evidence"].as_array().cloned().unwrap_or_default();
+    let quoted =
+        format!("nova-compute on {NOVA_HOST} logged instance-spawn-failed (instance_spawn)");
+    assert!(
+        evidence.iter().any(|line| {
+            let line = line.as_str().unwrap_or_default();
+            line.starts_with(&quoted) && line.contains("FakeBuildAbortDriver")
+        }),
+        "the verdict quotes no host record: {verdict}"
+    );
+    assert!(
+        !diagnosis.to_string().contains(api.token()),
+        "the token leaked into the report: {diagnosis}"
+    );
 
     // Memory of the stack with the API units, for the test environment's notes.
     if let Ok(ps) = node

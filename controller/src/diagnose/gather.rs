@@ -441,6 +441,8 @@ async fn host_logs(
 
 /// Asks the fleet for `host`, then for its short name (`compute-07` for
 /// `compute-07.example.net`), since agents default to the short host name.
+/// NOTE: the controller's `[openstack.host_names]` table is not applied
+/// here, so a node named otherwise gets no fleet data and no log search.
 async fn fleet_node(fleet: &impl FleetSource, host: &str) -> Result<Option<NodeView>, String> {
     if let Some(view) = fleet.node(host).await? {
         return Ok(Some(view));

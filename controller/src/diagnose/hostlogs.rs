@@ -149,11 +149,53 @@ impl HostLogRecord {
     }
 
     /// The last line of a traceback, where Python names the exception;
-    /// `None` for a record of one line.
+    /// `None` for a record of one line. oslo.log ends a traceback with a
+    /// line whose message is empty, so lines without a message are skipped.
     pub fn last_line(&self) -> Option<&str> {
-        let last = self.text.lines().last()?;
-        (self.text.lines().nth(1).is_some()).then_some(last)
+        let (_, rest) = self.text.split_once('\n')?;
+        rest.lines()
+            .rev()
+            .find(|line| !oslo_message(line).trim().is_empty())
     }
+}
+
+/// Returns the message of an oslo.log line: what follows the level, the
+/// logger, the context block (`[req-… user project]`, `[-]`) and the
+/// instance tag (`[instance: UUID]`). Traceback lines have no context
+/// block. A line without a level is returned whole.
+pub fn oslo_message(line: &str) -> &str {
+    let after_level = [
+        " DEBUG ",
+        " INFO ",
+        " WARNING ",
+        " ERROR ",
+        " CRITICAL ",
+        " TRACE ",
+    ]
+    .iter()
+    .filter_map(|level| line.find(level).map(|at| at + level.len()))
+    .min();
+    let Some(after_level) = after_level else {
+        return line;
+    };
+    let Some((_logger, rest)) = line[after_level..].split_once(' ') else {
+        return line;
+    };
+    let message = match rest.split_once("] ") {
+        Some((context, message)) if context == "[-" || is_request_context(context) => message,
+        _ => rest,
+    };
+    message
+        .strip_prefix("[instance: ")
+        .and_then(|tagged| tagged.split_once("] "))
+        .map_or(message, |(_, untagged)| untagged)
+}
+
+/// True for the start of a context block with a request id,
+/// `[req-…` or `[None req-…` (global id, then local id).
+fn is_request_context(text: &str) -> bool {
+    text.strip_prefix('[')
+        .is_some_and(|ids| ids.split(' ').take(2).any(|id| id.starts_with("req-")))
 }
 
 impl HostLogs {
@@ -241,5 +283,77 @@ mod tests {
         };
         let query = HostLogQuery::for_server(&server, &[old], 0);
         assert!(query.end_unix_ms - query.start_unix_ms < MAX_WINDOW_MS);
+    }
+
+    #[test]
+    fn oslo_message_strips_line_prefix() {
+        let line = "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager \
+                    [None req-0fe319d7-15bc-4819-aed7-af4a18c1d720 admin admin - - default default] \
+                    [instance: c88f1556-b299-4254-9642-cab36648dfaa] Build of instance \
+                    c88f1556-b299-4254-9642-cab36648dfaa aborted: FakeBuildAbortDriver";
+        assert_eq!(
+            oslo_message(line),
+            "Build of instance c88f1556-b299-4254-9642-cab36648dfaa aborted: FakeBuildAbortDriver"
+        );
+    }
+
+    #[test]
+    fn oslo_message_without_request_or_instance() {
+        let line =
+            "2026-12-05 04:00:01.120 4242 WARNING nova.compute.manager [-] No compute node record";
+        assert_eq!(oslo_message(line), "No compute node record");
+        let untagged =
+            "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager [req-1 a b - - -] Failed";
+        assert_eq!(oslo_message(untagged), "Failed");
+    }
+
+    #[test]
+    fn oslo_message_of_traceback_lines() {
+        let tagged = "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager \
+                      [instance: c88f1556-b299-4254-9642-cab36648dfaa] \
+                      OSError: [Errno 28] No space left on device";
+        assert_eq!(
+            oslo_message(tagged),
+            "OSError: [Errno 28] No space left on device"
+        );
+        let untagged =
+            "2026-12-05 04:00:01.120 4242 ERROR nova.compute.manager [Errno 28] No space left";
+        assert_eq!(oslo_message(untagged), "[Errno 28] No space left");
+    }
+
+    #[test]
+    fn oslo_message_keeps_lines_without_level() {
+        for line in [
+            "OSError: [Errno 28] No space left on device",
+            "Traceback (most recent call last):",
+        ] {
+            assert_eq!(oslo_message(line), line);
+        }
+    }
+
+    #[test]
+    fn last_line_skips_empty_traceback_end() {
+        let prefix = "2026-12-05 06:38:49.176 784 ERROR nova.compute.manager \
+                      [instance: 388d3e8c-0345-4ad4-aa53-a9aff20239b8]";
+        let record = HostLogRecord {
+            text: format!(
+                "2026-12-05 06:38:49.176 784 ERROR nova.compute.manager [None req-1 a b - - - -] \
+                 [instance: 388d3e8c-0345-4ad4-aa53-a9aff20239b8] Unexpected build failure\n\
+                 {prefix} Traceback (most recent call last):\n\
+                 {prefix} EmptyCatalog: The service catalog is empty.\n\
+                 {prefix} \n"
+            ),
+            ..HostLogRecord::default()
+        };
+        assert_eq!(
+            record.last_line().map(oslo_message),
+            Some("EmptyCatalog: The service catalog is empty.")
+        );
+
+        let single = HostLogRecord {
+            text: "2026-12-05 06:38:49.176 784 ERROR nova.compute.manager [-] Failed".into(),
+            ..HostLogRecord::default()
+        };
+        assert_eq!(single.last_line(), None);
     }
 }

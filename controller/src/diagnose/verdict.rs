@@ -12,6 +12,7 @@
 
 use serde::Serialize;
 
+use super::hostlogs::oslo_message;
 use super::Diagnosis;
 
 /// Likely causes, most specific first.
@@ -237,6 +238,7 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
         } else {
             evidence.push("the server has no fault record".to_string());
         }
+        evidence.extend(host_error_quotes(diagnosis));
     }
     if matches!(cause, Cause::HostResources | Cause::Scheduling) {
         for host in &diagnosis.hosts {
@@ -264,6 +266,12 @@ pub fn judge(diagnosis: &Diagnosis) -> Verdict {
 /// Log levels whose host records are searched for the text signatures:
 /// the problems nova-compute logged, not its routine steps.
 const PROBLEM_LEVELS: [&str; 4] = ["WARNING", "ERROR", "CRITICAL", "TRACE"];
+
+/// Log levels of the host records an `unknown` verdict quotes.
+const ERROR_LEVELS: [&str; 2] = ["ERROR", "CRITICAL"];
+
+/// Host records an `unknown` verdict quotes at most.
+const MAX_HOST_ERROR_QUOTES: usize = 3;
 
 /// Collects the texts to search, each with where it came from.
 fn texts(diagnosis: &Diagnosis) -> Vec<(String, &str)> {
@@ -549,20 +557,53 @@ fn host_log_findings(host: &str, logs: &super::HostLogs, add: &mut impl FnMut(Ca
             continue;
         }
         seen.push(signature);
-        let mut quote = shorten(record.first_line());
-        if let Some(last) = record.last_line() {
-            quote.push_str(" … ");
-            quote.push_str(&shorten(last));
-        }
         add(
             cause,
             3,
             format!(
-                "nova-compute on {host} logged {signature} ({kind}) at {}: {quote}",
-                record.time.as_deref().unwrap_or("an unknown time")
+                "nova-compute on {host} logged {signature} ({kind}) at {}: {}",
+                record.time.as_deref().unwrap_or("an unknown time"),
+                quote_record(record)
             ),
         );
     }
+}
+
+/// Quotes the first ERROR or CRITICAL records of the instance in the hosts'
+/// logs. With no signature matched, nova-compute's own error names the step
+/// that failed, which the fault message may cut or leave out.
+fn host_error_quotes(diagnosis: &Diagnosis) -> Vec<String> {
+    let mut quotes = Vec::new();
+    for host in &diagnosis.hosts {
+        let Some(logs) = &host.logs else { continue };
+        let errors = logs
+            .records
+            .iter()
+            .filter(|record| ERROR_LEVELS.contains(&record.level.as_str()));
+        for record in errors {
+            quotes.push(format!(
+                "nova-compute on {} logged {} at {}: {}",
+                host.host,
+                record.level,
+                record.time.as_deref().unwrap_or("an unknown time"),
+                quote_record(record)
+            ));
+        }
+    }
+    quotes.truncate(MAX_HOST_ERROR_QUOTES);
+    quotes
+}
+
+/// Quotes a host record by the message of its first line and, for a
+/// traceback, of its last line, where Python names the exception. The
+/// evidence states the time and level, so the oslo.log prefix is dropped.
+fn quote_record(record: &super::HostLogRecord) -> String {
+    let mut quote = shorten(oslo_message(record.first_line()));
+    if let Some(last) = record.last_line() {
+        quote.push_str(" … ");
+        quote.push_str(&shorten(oslo_message(last)));
+    }
+    quote
 }
 
 /// Trims a quoted log line to 240 characters.
