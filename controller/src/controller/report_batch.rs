@@ -27,7 +27,7 @@ use crate::store::{LatestReport, NodeWrite, Store};
 /// How often the pending routine reports are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A queued write and the sender that tells its caller it was written.
+/// A queued write and the sender that signals its caller once it is written.
 struct Queued {
     write: NodeWrite,
     done: oneshot::Sender<()>,
@@ -141,7 +141,7 @@ impl WriteBatch {
         }
         self.restore(failed_routine);
         for sender in senders {
-            // A caller that stopped waiting needs no answer.
+            // A caller that stopped waiting needs no signal.
             let _ = sender.send(());
         }
     }
