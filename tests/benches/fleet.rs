@@ -340,8 +340,8 @@ impl TimingLines {
     /// up to its last field, if any.
     fn parse_last(log: &str) -> Option<u64> {
         log.lines()
-            .filter(|line| line.contains("report timing") && line.contains("handling_max_us="))
-            .last()
+            .rev()
+            .find(|line| line.contains("report timing") && line.contains("handling_max_us="))
             .map(|line| Self::parse(line).lag_p99_ms)
     }
 

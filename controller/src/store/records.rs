@@ -38,6 +38,9 @@ pub struct LatestReport {
 /// One node's write in a group commit (see [`Store::save_node_writes`]).
 ///
 /// [`Store::save_node_writes`]: super::Store::save_node_writes
+// A batch holds a few writes per node for a second at most, so the unused
+// space in a Hello is not worth a box per report.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeWrite {
     /// An agent's Hello, as [`Store::upsert_hello`](super::Store::upsert_hello) writes it.
