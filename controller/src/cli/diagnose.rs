@@ -165,6 +165,7 @@ impl OpenStackArgs {
         Ok(Overrides {
             cloud: self.cloud.clone(),
             values,
+            named_by: config::CloudSetting::CommandLine,
         })
     }
 }
