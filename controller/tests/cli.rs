@@ -624,3 +624,124 @@ async fn second_controller_same_db_rejected() {
         empty.stderr
     );
 }
+/// Runs `novamedic serve` in plain text with `config` as its configuration
+/// file, in a directory of its own that also contains `files` (name, text),
+/// without any OpenStack variables from the test's environment.
+async fn serve_with_config(config: &str, files: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let config = config.replace("{dir}", dir.path().to_str().unwrap());
+    let config_path = dir.path().join("controller.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let db = dir.path().join("novamedic.db");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_novamedic"));
+    command
+        .args(["serve", "--insecure-plaintext", "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--db")
+        .arg(&db)
+        .current_dir(dir.path())
+        .env("NOVAMEDIC_LOG", "warn")
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_DIRS", dir.path().join("xdg"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OS_") {
+            command.env_remove(name);
+        }
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("serve stops at its configuration error")
+        .expect("novamedic runs");
+    Run {
+        code: output.status.code().expect("exited normally"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+const TWO_CLOUDS: &str = "clouds:\n  east:\n    auth:\n      token: a\n  \
+                          west:\n    auth:\n      token: b\n";
+
+/// A configuration file's text, the files beside it (name, text), and the
+/// fragments its error message must contain.
+type ConfigCase = (String, Vec<(&'static str, &'static str)>, Vec<&'static str>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_config_errors_exit_two_once() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_in_use = format!(
+        "[metrics]\nlisten = \"{}\"\n",
+        metrics_port.local_addr().unwrap()
+    );
+    let webhook = "[[alerting.webhook]]\nurl = \"http://127.0.0.1:9/hook\"\n";
+    let cases: Vec<ConfigCase> = vec![
+        (
+            "[openstack]\nclouds_file = \"{dir}\"\n".into(),
+            vec![],
+            vec!["clouds_file", "is a directory"],
+        ),
+        (
+            "[openstack]\nclouds_file = \"{dir}/absent.yaml\"\n".into(),
+            vec![],
+            vec!["clouds_file", "absent.yaml does not exist"],
+        ),
+        (
+            "[openstack]\nclouds_file = \"{dir}/clouds.yaml\"\ncloud = \"north\"\n".into(),
+            vec![("clouds.yaml", TWO_CLOUDS)],
+            vec![
+                "cloud \"north\" is not in",
+                "east, west",
+                "`cloud = \"NAME\"` in the [openstack] table",
+            ],
+        ),
+        (
+            "[openstack]\nclouds_file = \"{dir}/clouds.yaml\"\n".into(),
+            vec![("clouds.yaml", TWO_CLOUDS)],
+            vec![
+                "several clouds are defined in",
+                "(east, west)",
+                "`cloud = \"NAME\"` in the [openstack] table",
+            ],
+        ),
+        (
+            format!("{webhook}header_files = {{ Authorization = \"{{dir}}/absent\" }}\n"),
+            vec![],
+            vec!["cannot read the value of header Authorization", "absent"],
+        ),
+        (
+            format!("{webhook}header_files = {{ Authorization = \"{{dir}}/token\" }}\n"),
+            vec![("token", "\n")],
+            vec!["token of header Authorization", "is empty"],
+        ),
+        (
+            metrics_in_use,
+            vec![],
+            vec!["cannot listen on", "for metrics ([metrics] listen)"],
+        ),
+    ];
+    for (config, files, fragments) in &cases {
+        let run = serve_with_config(config, files).await;
+        assert_eq!(run.code, 2, "{config}: {}", run.stderr);
+        for fragment in fragments {
+            assert!(run.stderr.contains(fragment), "{config}: {}", run.stderr);
+        }
+        assert!(!run.stderr.contains("--os-cloud"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("  "),
+            "no run of spaces: {}",
+            run.stderr
+        );
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "printed once: {}",
+            run.stderr
+        );
+        assert!(run.stderr.starts_with("novamedic: "), "{}", run.stderr);
+    }
+    drop(metrics_port);
+}

@@ -403,17 +403,21 @@ async fn serve(args: ServeArgs) -> ExitCode {
     match crate::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "controller failed");
+            // Printed once, like the configuration errors above: under
+            // systemd, stderr is the journal already.
             eprintln!("novamedic: {err:#}");
             let in_use = matches!(
                 err.downcast_ref::<crate::store::StoreError>(),
                 Some(crate::store::StoreError::InUse { .. })
             );
-            ExitCode::from(if in_use {
+            let exit_code = if in_use {
                 exit::DB_IN_USE
+            } else if err.is::<crate::server::InvalidConfig>() {
+                exit::USAGE
             } else {
                 exit::FAILED
-            })
+            };
+            ExitCode::from(exit_code)
         }
     }
 }
