@@ -1,6 +1,7 @@
 //! The gRPC service for the operator CLI and automation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use novamedic_proto::v1;
 use novamedic_proto::v1::operator_service_server::OperatorService;
@@ -17,6 +18,10 @@ pub const DEFAULT_EVENT_LIMIT: u32 = 50;
 
 /// Most events one request may return.
 pub const MAX_EVENT_LIMIT: u32 = 1000;
+
+/// Maximum silence one request may set. A year covers any maintenance
+/// window; a node to be left alone for longer belongs out of the fleet.
+pub const MAX_SILENCE: Duration = Duration::from_secs(365 * 86_400);
 
 /// The `OperatorService` implementation.
 #[derive(Clone, Debug)]
@@ -199,9 +204,16 @@ impl OperatorService for OperatorApi {
                 "duration_seconds is 0; silence a node for at least one second",
             ));
         }
-        let until = now_unix_ms().saturating_add(
-            i64::try_from(request.duration_seconds.saturating_mul(1_000)).unwrap_or(i64::MAX),
-        );
+        if request.duration_seconds > MAX_SILENCE.as_secs() {
+            return Err(Status::invalid_argument(format!(
+                "duration_seconds {} is above the maximum silence of {} s (365 days); \
+                 silence the node again when it ends",
+                request.duration_seconds,
+                MAX_SILENCE.as_secs()
+            )));
+        }
+        // Both factors are bounded above, so the product fits an i64.
+        let until = now_unix_ms() + request.duration_seconds as i64 * 1_000;
         let detail = format!(
             "silenced until {}: {reason}",
             rfc3339_from_unix_ms(until).unwrap_or_default()

@@ -167,6 +167,8 @@ async fn restart_json_and_events() {
         "compute-01",
         "--reason",
         "again",
+        "--wait",
+        "2m",
     ])
     .await;
     assert_eq!(table.code, 0, "{}", table.stderr);
@@ -183,6 +185,7 @@ async fn restart_json_and_events() {
     assert_eq!(commands.len(), 2);
     assert_eq!(commands[0].reason, "stuck");
     assert_eq!(commands[0].timeout_ms, 20_000);
+    assert_eq!(commands[1].timeout_ms, 120_000, "--wait 2m is two minutes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,13 +289,7 @@ async fn error_exit_codes() {
 
 #[tokio::test]
 async fn controller_down_exits_four() {
-    // Bind and drop a listener to find a loopback port with nobody on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = unreachable_controller();
     let run = novamedic(&["--controller", &url, "nodes"]).await;
     assert_eq!(run.code, 4);
     assert_eq!(
@@ -624,6 +621,136 @@ async fn second_controller_same_db_rejected() {
         empty.stderr
     );
 }
+
+/// Returns the URL of a loopback port with no listener, found by
+/// binding and dropping a listener. A command that reached it would exit
+/// with 4, so exit 2 shows the CLI stopped first.
+fn unreachable_controller() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Runs `novamedic --controller URL ARGS` and checks that it exits with 2
+/// and a message containing `fragment`; returns its stderr.
+async fn expect_usage_error(url: &str, args: &[&str], fragment: &str) -> String {
+    let run = novamedic(&[&["--controller", url], args].concat()).await;
+    assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    assert!(run.stderr.contains(fragment), "{args:?}: {}", run.stderr);
+    run.stderr
+}
+
+#[tokio::test]
+async fn duration_flags_share_one_format() {
+    let url = unreachable_controller();
+    for wait in ["90", "30s", "5m", "1h"] {
+        let run = novamedic(&[
+            "--controller",
+            &url,
+            "restart",
+            "compute-01",
+            "--reason",
+            "x",
+            "--wait",
+            wait,
+        ])
+        .await;
+        assert_eq!(run.code, 4, "--wait {wait} parses: {}", run.stderr);
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["restart", "compute-01", "--wait", "5x"],
+            "30s, 5m, 2h, 1d",
+        ),
+        (&["restart", "compute-01", "--wait", "0"], "at least 1s"),
+        (
+            &["silence", "compute-01", "--for", "1.5h"],
+            "30s, 5m, 2h, 1d",
+        ),
+    ];
+    for (args, fragment) in cases {
+        expect_usage_error(&url, &[*args, &["--reason", "x"]].concat(), fragment).await;
+    }
+    let help = novamedic(&["restart", "--help"]).await;
+    assert!(
+        help.stdout
+            .contains("seconds (90) or a number with s, m, h"),
+        "{}",
+        help.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_longer_than_a_year_rejected() {
+    let (server, _agent) = server_with_node().await;
+    let url = server.url();
+
+    let run = novamedic(&[
+        "--controller",
+        &url,
+        "silence",
+        "compute-01",
+        "--for",
+        "3000000d",
+        "--reason",
+        "forever",
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("\"3000000d\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("maximum silence of 365d"),
+        "{}",
+        run.stderr
+    );
+
+    let run = novamedic(&[
+        "--controller",
+        &url,
+        "-o",
+        "json",
+        "silence",
+        "compute-01",
+        "--for",
+        "365d",
+        "--reason",
+        "decommissioning",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let policy = json(&run);
+    let node = &policy["nodes"][0];
+    assert_eq!(node["node"], "compute-01");
+    assert!(node["silenced_until"].is_string(), "{policy:#}");
+    let policy_text = novamedic(&["--controller", &url, "policy", "show"]).await;
+    assert!(
+        policy_text.stdout.contains("silenced"),
+        "{}",
+        policy_text.stdout
+    );
+
+    let mut client = server.operator().await;
+    let too_long = client
+        .silence_node(v1::SilenceNodeRequest {
+            node: "compute-01".into(),
+            duration_seconds: 3_000_000 * 86_400,
+            reason: "forever".into(),
+            requested_by: "alice".into(),
+        })
+        .await
+        .expect_err("a silence above a year");
+    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    assert!(
+        too_long.message().contains("259200000000") && too_long.message().contains("365 days"),
+        "{}",
+        too_long.message()
+    );
+    server.stop().await;
+}
+
 /// Runs `novamedic serve` in plain text with `config` as its configuration
 /// file, in a directory of its own that also contains `files` (name, text),
 /// without any OpenStack variables from the test's environment.

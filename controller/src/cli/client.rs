@@ -101,7 +101,7 @@ pub async fn node_show(target: &Target, format: OutputFormat, node: &str) -> Out
 pub async fn restart(target: &Target, format: OutputFormat, args: &RestartArgs) -> Outcome {
     let url = target.url.as_str();
     let mut client = connect(target).await?;
-    let wait = Duration::from_secs(args.wait);
+    let wait = args.wait;
     let mut request = tonic::Request::new(v1::RestartRequest {
         node: args.node.clone(),
         reason: args.reason.clone(),

@@ -38,10 +38,10 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "HOST", requires = "all")]
     pub host: Option<String>,
 
-    /// Seconds each OpenStack request may take [default: the cloud's
-    /// api_timeout, else 30].
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: Option<u64>,
+    /// Time each OpenStack request may take: seconds (90) or a number with
+    /// s, m, h or d (30s, 5m) [default: the cloud's api_timeout, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = super::duration::parse)]
+    pub timeout: Option<Duration>,
 
     #[command(flatten)]
     pub openstack: OpenStackArgs,
@@ -217,7 +217,7 @@ fn openstack_client(args: &DiagnoseArgs) -> Result<Client, Failure> {
         auth_type = ?cloud.auth_type,
         "OpenStack credentials loaded"
     );
-    Client::new(cloud, args.timeout.map(Duration::from_secs)).map_err(|err| usage(err.to_string()))
+    Client::new(cloud, args.timeout).map_err(|err| usage(err.to_string()))
 }
 
 fn usage(message: String) -> Failure {

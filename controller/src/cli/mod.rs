@@ -4,12 +4,14 @@
 mod certs;
 mod client;
 mod diagnose;
+mod duration;
 mod render;
 mod table;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -159,41 +161,20 @@ pub struct SilenceArgs {
     /// Node name, as `novamedic nodes` lists it.
     pub node: String,
 
-    /// Duration of the silence, for example 90s, 30m, 4h or 2d.
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: u64,
+    /// Duration of the silence, at most 365d: seconds (90) or a number with
+    /// s, m, h or d (30s, 5m, 2h, 1d).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_silence)]
+    pub duration: Duration,
 
     /// Why, in your words; recorded in the event history.
     #[arg(long)]
     pub reason: String,
 }
 
-/// Parses a duration such as "90s", "30m", "4h" or "2d" into seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 90s, 30m, 4h or 2d"))?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} has no unit; write s, m, h or d after the number, as in 30m"
-            ))
-        }
-    };
-    match number.checked_mul(factor) {
-        Some(0) => Err("a silence must last at least 1s".to_string()),
-        Some(seconds) => Ok(seconds),
-        None => Err(format!("{text:?} is too long")),
-    }
+/// Parses `silence --for`, which the controller caps at
+/// [`MAX_SILENCE`](crate::operator_api::MAX_SILENCE).
+fn parse_silence(text: &str) -> Result<Duration, String> {
+    duration::parse_at_most(text, crate::operator_api::MAX_SILENCE, "silence")
 }
 
 const DIAGNOSE_HELP: &str = "\
@@ -258,10 +239,11 @@ pub struct RestartArgs {
     #[arg(long)]
     pub reason: String,
 
-    /// Seconds to wait for the outcome; the agent gets the same budget for
-    /// the restart itself.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub wait: u64,
+    /// Time to wait for the outcome: seconds (90) or a number with s, m, h
+    /// or d (30s, 5m, 2h, 1d). The agent gets the same budget for the
+    /// restart itself; the controller's max_restart_wait_seconds caps it.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -307,7 +289,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Silence(args) => {
             let call = client::PolicyCall::Silence {
                 node: args.node,
-                seconds: args.duration,
+                seconds: args.duration.as_secs(),
                 reason: args.reason,
             };
             client::policy(&target, cli.output, call).await
