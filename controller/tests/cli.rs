@@ -644,6 +644,22 @@ async fn expect_usage_error(url: &str, args: &[&str], fragment: &str) -> String 
 }
 
 #[tokio::test]
+async fn empty_node_names_are_usage_errors() {
+    let url = unreachable_controller();
+    let cases: &[&[&str]] = &[
+        &["node", "show", ""],
+        &["silence", "", "--for", "1h", "--reason", "x"],
+        &["unsilence", " "],
+        &["clear", ""],
+        &["restart", "\t", "--reason", "x"],
+        &["events", "--node", ""],
+    ];
+    for args in cases {
+        expect_usage_error(&url, args, "the node name is empty").await;
+    }
+}
+
+#[tokio::test]
 async fn duration_flags_share_one_format() {
     let url = unreachable_controller();
     for wait in ["90", "30s", "5m", "1h"] {
@@ -748,6 +764,117 @@ async fn silence_longer_than_a_year_rejected() {
         "{}",
         too_long.message()
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_reasons_rejected_by_cli_and_server() {
+    let (server, _agent) = server_with_node().await;
+    let url = server.url();
+    let long = "x".repeat(100_000);
+
+    let too_long = "--reason is 100000 characters long; the maximum is 1000";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["silence", "compute-01", "--for", "1h", "--reason", &long],
+            too_long,
+        ),
+        (&["pause", "--reason", &long], too_long),
+        (&["restart", "compute-01", "--reason", &long], too_long),
+        (&["pause", "--reason", "  "], "--reason is required"),
+    ];
+    for (args, fragment) in cases {
+        let stderr = expect_usage_error(&url, args, fragment).await;
+        assert!(
+            stderr.len() < 1_000,
+            "the reason is not echoed: {}",
+            stderr.len()
+        );
+    }
+
+    let mut client = server.operator().await;
+    let pause = client
+        .pause_policy(v1::PausePolicyRequest {
+            reason: long.clone(),
+            requested_by: "alice".into(),
+        })
+        .await
+        .expect_err("a reason above the maximum");
+    assert_eq!(pause.code(), tonic::Code::InvalidArgument);
+    assert!(
+        pause.message().contains("maximum is 1000"),
+        "{}",
+        pause.message()
+    );
+
+    let silence = client
+        .silence_node(v1::SilenceNodeRequest {
+            node: "compute-01".into(),
+            duration_seconds: 60,
+            reason: long.clone(),
+            requested_by: "alice".into(),
+        })
+        .await
+        .expect_err("a reason above the maximum");
+    assert_eq!(silence.code(), tonic::Code::InvalidArgument);
+
+    let restart = client
+        .restart_nova_compute(v1::RestartRequest {
+            node: "compute-01".into(),
+            reason: long.clone(),
+            requested_by: "alice".into(),
+            wait_ms: 1_000,
+        })
+        .await
+        .expect_err("a reason above the maximum");
+    assert_eq!(restart.code(), tonic::Code::InvalidArgument);
+
+    let requester = client
+        .resume_policy(v1::ResumePolicyRequest {
+            requested_by: long.clone(),
+        })
+        .await
+        .expect_err("a requester above the maximum");
+    assert_eq!(requester.code(), tonic::Code::InvalidArgument);
+
+    let fits = "y".repeat(1_000);
+    client
+        .pause_policy(v1::PausePolicyRequest {
+            reason: fits.clone(),
+            requested_by: "alice".into(),
+        })
+        .await
+        .expect("a reason of the maximum length");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_node_rejected_by_server() {
+    let (server, _agent) = server_with_node().await;
+    let mut client = server.operator().await;
+    let show = client
+        .get_node(v1::GetNodeRequest { node: " ".into() })
+        .await
+        .expect_err("no node");
+    assert_eq!(show.code(), tonic::Code::InvalidArgument, "{show:?}");
+    let clear = client
+        .clear_node(v1::ClearNodeRequest {
+            node: String::new(),
+            requested_by: "alice".into(),
+        })
+        .await
+        .expect_err("no node");
+    assert_eq!(clear.code(), tonic::Code::InvalidArgument, "{clear:?}");
+    let restart = client
+        .restart_nova_compute(v1::RestartRequest {
+            node: String::new(),
+            reason: "stuck".into(),
+            requested_by: "alice".into(),
+            wait_ms: 1_000,
+        })
+        .await
+        .expect_err("no node");
+    assert_eq!(restart.code(), tonic::Code::InvalidArgument, "{restart:?}");
     server.stop().await;
 }
 

@@ -126,12 +126,14 @@ pub enum Command {
     /// End a node's silence.
     Unsilence {
         /// Node name, as `novamedic nodes` lists it.
+        #[arg(value_parser = parse_node)]
         node: String,
     },
     /// Hand a node that needs a human back to automation, forgetting its
     /// automated restarts.
     Clear {
         /// Node name, as `novamedic nodes` lists it.
+        #[arg(value_parser = parse_node)]
         node: String,
     },
     /// Create a CA and issue certificates for nodes, controller and operators.
@@ -159,6 +161,7 @@ pub struct PauseArgs {
 #[derive(Debug, Args)]
 pub struct SilenceArgs {
     /// Node name, as `novamedic nodes` lists it.
+    #[arg(value_parser = parse_node)]
     pub node: String,
 
     /// Duration of the silence, at most 365d: seconds (90) or a number with
@@ -175,6 +178,16 @@ pub struct SilenceArgs {
 /// [`MAX_SILENCE`](crate::operator_api::MAX_SILENCE).
 fn parse_silence(text: &str) -> Result<Duration, String> {
     duration::parse_at_most(text, crate::operator_api::MAX_SILENCE, "silence")
+}
+
+/// Rejects an empty or blank node name before it reaches the controller,
+/// where an empty name means "no node" or "every node".
+fn parse_node(text: &str) -> Result<String, String> {
+    let node = text.trim();
+    if node.is_empty() {
+        return Err("the node name is empty; pass a name as `novamedic nodes` lists it".into());
+    }
+    Ok(node.to_string())
 }
 
 const DIAGNOSE_HELP: &str = "\
@@ -226,6 +239,7 @@ pub enum NodeCommand {
     /// Show everything the controller stores about a node.
     Show {
         /// Node name, as `novamedic nodes` lists it.
+        #[arg(value_parser = parse_node)]
         node: String,
     },
 }
@@ -233,6 +247,7 @@ pub enum NodeCommand {
 #[derive(Debug, Args)]
 pub struct RestartArgs {
     /// Node whose nova-compute to restart.
+    #[arg(value_parser = parse_node)]
     pub node: String,
 
     /// Why, in your words; recorded in the event history.
@@ -249,7 +264,7 @@ pub struct RestartArgs {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only this node's events.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_node)]
     pub node: Option<String>,
 
     /// Number of events to show; the controller caps it at 1000.
@@ -261,6 +276,11 @@ pub struct EventsArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     if cli.output == OutputFormat::Markdown && !matches!(cli.command, Command::Diagnose(_)) {
         eprintln!("novamedic: -o markdown is only for diagnose; use -o table or -o json");
+        return ExitCode::from(exit::USAGE);
+    }
+    if let Some(Err(message)) = command_reason(&cli.command).map(crate::operator_api::check_reason)
+    {
+        eprintln!("novamedic: --{message}");
         return ExitCode::from(exit::USAGE);
     }
     let target = client_target(&cli);
@@ -311,6 +331,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(failure.exit_code)
         }
+    }
+}
+
+/// Returns the `--reason` of a command that records one. It is checked in
+/// [`run`], not by clap, whose error would repeat a reason of any length.
+fn command_reason(command: &Command) -> Option<&str> {
+    match command {
+        Command::Restart(args) => Some(&args.reason),
+        Command::Pause(args) => Some(&args.reason),
+        Command::Silence(args) => Some(&args.reason),
+        _ => None,
     }
 }
 
