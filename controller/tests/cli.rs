@@ -653,6 +653,12 @@ async fn empty_node_names_are_usage_errors() {
         &["clear", ""],
         &["restart", "\t", "--reason", "x"],
         &["events", "--node", ""],
+        &[
+            "logs",
+            "",
+            "--instance",
+            "0f9c7e52-6a4b-4d3e-9b7a-2c1d5e8f9a01",
+        ],
     ];
     for args in cases {
         expect_usage_error(&url, args, "the node name is empty").await;
@@ -876,6 +882,239 @@ async fn empty_node_rejected_by_server() {
         .expect_err("no node");
     assert_eq!(restart.code(), tonic::Code::InvalidArgument, "{restart:?}");
     server.stop().await;
+}
+
+const INSTANCE: &str = "0f9c7e52-6a4b-4d3e-9b7a-2c1d5e8f9a01";
+const REQUEST: &str = "req-6a4b0f9c-7e52-4d3e-9b7a-2c1d5e8f9a01";
+
+/// The records a fake agent returns for a search: an INFO line, and a
+/// classified traceback of two lines.
+fn found_records() -> v1::LogSearchResult {
+    v1::LogSearchResult {
+        records: vec![
+            v1::LogSearchRecord {
+                file: "/var/log/nova/nova-compute.log.1.gz".into(),
+                line: 7,
+                time_unix_ms: 1_796_378_401_000,
+                level: "INFO".into(),
+                request_id: REQUEST.into(),
+                text: format!(
+                    "2026-12-04 10:00:01.000 4242 INFO nova.compute.claims [{REQUEST}] \
+                     [instance: {INSTANCE}] Claim successful"
+                ),
+                ..Default::default()
+            },
+            v1::LogSearchRecord {
+                file: "/var/log/nova/nova-compute.log".into(),
+                line: 3,
+                time_unix_ms: 1_796_378_430_000,
+                level: "ERROR".into(),
+                request_id: REQUEST.into(),
+                text: format!(
+                    "2026-12-04 10:00:30.000 4242 ERROR nova.compute.manager [{REQUEST}] \
+                     [instance: {INSTANCE}] Instance failed to spawn\n\
+                     libvirt.libvirtError: Failed to connect socket"
+                ),
+                signature_id: "libvirt-socket".into(),
+                fault_kind: "hypervisor_connection".into(),
+                severity: "error".into(),
+                advice: "start libvirtd".into(),
+            },
+        ],
+        files: vec![
+            v1::LogSearchFile {
+                path: "/var/log/nova/nova-compute.log".into(),
+                searched: true,
+                lines_read: 3,
+                records_matched: 1,
+                ..Default::default()
+            },
+            v1::LogSearchFile {
+                path: "/var/log/nova/nova-compute.log.9.gz".into(),
+                searched: false,
+                note: "not searched: last written before the window".into(),
+                ..Default::default()
+            },
+        ],
+        truncated: true,
+        lines_read: 5,
+        log_file: "/var/log/nova/nova-compute.log".into(),
+        problem: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_command_searches_through_controller() {
+    let server = TestServer::start().await;
+    let mut hello = hello("compute-01");
+    hello
+        .capabilities
+        .push(novamedic_proto::CAPABILITY_SEARCH_LOGS.to_string());
+    let mut agent = FakeAgent::connect(server.addr, hello).await;
+    agent
+        .send_report(report(v1::HealthStatus::Healthy, "active", &[]))
+        .await;
+    let url = server.url();
+    let answering = tokio::spawn(async move {
+        let mut searches = Vec::new();
+        for _ in 0..2 {
+            let command = agent.next_command().await;
+            let Some(v1::command::Action::SearchLogs(search)) = command.action.clone() else {
+                panic!("expected a SearchLogs command: {command:?}");
+            };
+            let mut result = common::succeeded_result(&command, v1::CommandOutcome::Succeeded);
+            result.detail = "2 records".into();
+            result.log_search = Some(found_records());
+            agent.send_result(result).await;
+            searches.push((command, search));
+        }
+        (agent, searches)
+    });
+
+    let json_run = novamedic(&[
+        "--controller",
+        &url,
+        "-o",
+        "json",
+        "logs",
+        "compute-01",
+        "--instance",
+        INSTANCE,
+        "--request-id",
+        REQUEST,
+        "--since",
+        "2026-12-04T09:00:00Z",
+        "--until",
+        "2026-12-04T11:00:00Z",
+        "--limit",
+        "2",
+        "--wait",
+        "20s",
+    ])
+    .await;
+    assert_eq!(json_run.code, 0, "{}", json_run.stderr);
+    let found = json(&json_run);
+    assert_eq!(found["node"], "compute-01");
+    assert_eq!(found["truncated"], true);
+    assert_eq!(found["records"].as_array().map(Vec::len), Some(2));
+    assert_eq!(found["records"][1]["fault_kind"], "hypervisor_connection");
+    assert_eq!(found["search"]["instance_uuid"], INSTANCE);
+    assert_eq!(found["search"]["since"], "2026-12-04T09:00:00Z");
+    assert_eq!(found["search"]["max_records"], 2);
+
+    let text_run = novamedic(&[
+        "--controller",
+        &url,
+        "logs",
+        "compute-01",
+        "--request-id",
+        REQUEST,
+        "--since",
+        "2h",
+    ])
+    .await;
+    assert_eq!(text_run.code, 0, "{}", text_run.stderr);
+    let text = &text_run.stdout;
+    assert!(
+        text.starts_with("2 records from nova-compute's logs on compute-01, "),
+        "{text}"
+    );
+    assert!(text.contains("TIME  "), "{text}");
+    let error_row = text
+        .lines()
+        .find(|line| line.contains("ERROR"))
+        .unwrap_or_else(|| panic!("an ERROR row: {text}"));
+    assert!(error_row.starts_with("2026-12-04T10:00:30"), "{error_row}");
+    assert!(
+        error_row.contains("hypervisor_connection (libvirt-socket)"),
+        "{error_row}"
+    );
+    assert!(error_row.contains("nova.compute.manager ["), "{error_row}");
+    assert!(
+        !error_row.contains("4242"),
+        "the oslo prefix is left out: {error_row}"
+    );
+    assert!(
+        text.contains("└ libvirt.libvirtError: Failed to connect socket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: /var/log/nova/nova-compute.log.9.gz: not searched"),
+        "{text}"
+    );
+    assert!(
+        text.contains("more records matched than the 100 returned"),
+        "the cap is named: {text}"
+    );
+
+    let (_agent, searches) = answering.await.unwrap();
+    let (first_command, first) = &searches[0];
+    assert_eq!(first.instance_uuid, INSTANCE);
+    assert_eq!(first.request_ids, [REQUEST]);
+    assert_eq!(first.start_unix_ms, 1_796_374_800_000);
+    assert_eq!(first.end_unix_ms, 1_796_382_000_000);
+    assert_eq!(first.max_records, 2);
+    assert_eq!(first_command.timeout_ms, 20_000);
+    let (_, second) = &searches[1];
+    assert_eq!(second.instance_uuid, "");
+    assert_eq!(second.end_unix_ms - second.start_unix_ms, 2 * 3_600_000);
+    assert_eq!(second.max_records, 100);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn logs_arguments_checked_before_sending() {
+    let url = unreachable_controller();
+    let cases: &[(&[&str], &str)] = &[
+        (&["logs", "compute-01"], "--instance"),
+        (
+            &["logs", "compute-01", "--instance", "web-1"],
+            "not an instance UUID",
+        ),
+        (&["logs", "compute-01", "--request-id", INSTANCE], "req-"),
+        (
+            &[
+                "logs",
+                "compute-01",
+                "--instance",
+                INSTANCE,
+                "--since",
+                "8d",
+            ],
+            "longer than the 7 days",
+        ),
+        (
+            &[
+                "logs",
+                "compute-01",
+                "--instance",
+                INSTANCE,
+                "--since",
+                "1h",
+                "--until",
+                "2h",
+            ],
+            "is not before --until",
+        ),
+        (
+            &["logs", "compute-01", "--instance", INSTANCE, "--wait", "3m"],
+            "maximum log search wait of 2m",
+        ),
+        (
+            &[
+                "logs",
+                "compute-01",
+                "--instance",
+                INSTANCE,
+                "--limit",
+                "501",
+            ],
+            "501",
+        ),
+    ];
+    for (args, fragment) in cases {
+        expect_usage_error(&url, args, fragment).await;
+    }
 }
 
 /// Runs `novamedic serve` in plain text with `config` as its configuration

@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
 use super::client::{connect, print_json, write_stdout, Outcome, Target, READ_TIMEOUT};
+use super::logs::{host_logs, request_search};
 use super::{exit, Failure, OutputFormat};
 use crate::diagnose::{
     self, all, markdown, text, DiagnoseError, FleetSource, HostLogQuery, HostLogs,
@@ -294,25 +295,10 @@ impl ControllerFleet<'_> {
 impl FleetSource for ControllerFleet<'_> {
     async fn search_logs(&self, node: &str, query: &HostLogQuery) -> Result<HostLogs, String> {
         let mut client = self.client().await?;
-        let mut request = tonic::Request::new(v1::SearchNodeLogsRequest {
-            node: node.to_string(),
-            search: Some(query.to_wire()),
-            wait_ms: LOG_SEARCH_WAIT.as_millis() as u64,
-        });
-        request.set_timeout(LOG_SEARCH_WAIT + READ_TIMEOUT);
-        let response = client
-            .search_node_logs(request)
+        let response = request_search(&mut client, node, query.to_wire(), LOG_SEARCH_WAIT)
             .await
-            .map_err(|status| self.answered(&status))?
-            .into_inner();
-        let result = response.result.unwrap_or_default();
-        match result.log_search {
-            Some(found) => Ok(HostLogs::from_wire(&response.node, &found)),
-            None => Err(format!(
-                "the agent on {} did not search: {}",
-                response.node, result.detail
-            )),
-        }
+            .map_err(|status| self.answered(&status))?;
+        host_logs(&response)
     }
 
     async fn node(&self, node: &str) -> Result<Option<NodeView>, String> {

@@ -5,6 +5,7 @@ mod certs;
 mod client;
 mod diagnose;
 mod duration;
+mod logs;
 mod render;
 mod table;
 
@@ -17,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::{Failure, Target, MAX_REPLY_BYTES};
 pub use diagnose::{DiagnoseArgs, OpenStackArgs};
+pub use logs::{LogsArgs, When};
 pub use table::escape_control;
 
 /// Exit codes, also shown in `--help`.
@@ -110,6 +112,9 @@ pub enum Command {
     Restart(RestartArgs),
     /// Show the event history, newest first.
     Events(EventsArgs),
+    /// Search nova-compute's log files on a node for an instance's or a
+    /// request's records.
+    Logs(LogsArgs),
     /// Find out why an instance is in ERROR, from Nova, Glance, Neutron,
     /// Cinder and novamedic's own host reports.
     #[command(after_help = DIAGNOSE_HELP)]
@@ -296,6 +301,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Restart(args) => client::restart(&target, cli.output, &args).await,
         Command::Events(args) => client::events(&target, cli.output, &args).await,
+        Command::Logs(args) => logs::run(&target, cli.output, &args).await,
         Command::Policy(PolicyCommand::Show) => {
             client::policy(&target, cli.output, client::PolicyCall::Show).await
         }
