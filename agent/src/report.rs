@@ -302,18 +302,25 @@ fn render_rpc_probe(text: &mut String, view: &NodeView) {
         let _ = writeln!(text, "  rpc probe     disabled");
         return;
     };
-    let _ = writeln!(
-        text,
-        "  rpc probe     {} ({} via {}): {}",
-        probe.summary(),
-        probe.routing_key,
-        if probe.broker.is_empty() {
-            "-"
-        } else {
-            &probe.broker
-        },
-        probe.detail
-    );
+    // A probe that never reached a broker, for example because nova's
+    // config names none, has neither a routing key nor a broker to show.
+    let mut line = format!("  rpc probe     {}", probe.summary());
+    match (probe.routing_key.is_empty(), probe.broker.is_empty()) {
+        (true, true) => {}
+        (false, true) => {
+            let _ = write!(line, " ({})", probe.routing_key);
+        }
+        (true, false) => {
+            let _ = write!(line, " (via {})", probe.broker);
+        }
+        (false, false) => {
+            let _ = write!(line, " ({} via {})", probe.routing_key, probe.broker);
+        }
+    }
+    if !probe.detail.is_empty() {
+        let _ = write!(line, ": {}", probe.detail);
+    }
+    let _ = writeln!(text, "{line}");
 }
 
 fn render_resources(text: &mut String, view: &NodeView) {
@@ -633,6 +640,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("process       not found"), "{text}");
+    }
+
+    #[test]
+    fn table_shows_probe_without_target() {
+        let mut report = v1::NodeReport::default();
+        let health = health::evaluate(&report, &health::Thresholds::default());
+        let probe_line = |report: &v1::NodeReport| {
+            let text = render_table(&NodeView::from_report("compute-07", Some(report), &health));
+            let line = text.lines().find(|line| line.contains("rpc probe"));
+            line.expect("an rpc probe line").trim().to_string()
+        };
+
+        report.rpc_probe = Some(v1::RpcProbe {
+            state: v1::RpcProbeState::Unknown as i32,
+            detail: "nova.conf names no transport_url".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            probe_line(&report),
+            "rpc probe     unknown: nova.conf names no transport_url"
+        );
+
+        report.rpc_probe = Some(v1::RpcProbe {
+            state: v1::RpcProbeState::Unknown as i32,
+            ..Default::default()
+        });
+        assert_eq!(probe_line(&report), "rpc probe     unknown");
+
+        report.rpc_probe = Some(v1::RpcProbe {
+            state: v1::RpcProbeState::Alive as i32,
+            latency_ms: 4,
+            routing_key: "compute.compute-07".into(),
+            broker: "192.0.2.5:5672".into(),
+            detail: "nova-compute replied".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            probe_line(&report),
+            "rpc probe     alive 4 ms (compute.compute-07 via 192.0.2.5:5672): nova-compute replied"
+        );
     }
 
     #[test]

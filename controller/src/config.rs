@@ -432,6 +432,22 @@ fn openstack_settings(table: OpenStackFile, path: &Path) -> Result<OpenStackSett
             "a Nova service host mapped to a novamedic node name, neither empty",
         ));
     }
+    // One node's Nova service must be one record: with two, its state would
+    // come from whichever host is found first, and an escalation could
+    // disable the wrong service. So a repeated node is an error.
+    let mut hosts_by_node: BTreeMap<&str, &str> = BTreeMap::new();
+    for (host, node) in &host_names {
+        if let Some(first) = hosts_by_node.insert(node.trim(), host) {
+            return Err(invalid(
+                "openstack.host_names",
+                format!("{host:?} = {node:?}"),
+                &format!(
+                    "a node that no other host maps to, but {first:?} maps to {node:?} too; \
+                     map each node to one Nova host"
+                ),
+            ));
+        }
+    }
 
     Ok(OpenStackSettings {
         cloud: table.cloud,
@@ -596,6 +612,22 @@ mod tests {
     }
 
     #[test]
+    fn repeated_alertmanager_url_is_sent_once() {
+        let config = parse_text(
+            "[alerting]\nalertmanager_urls = [\"http://am:9093\", \"http://am-2:9093\", \
+             \"http://am:9093/\"]\n",
+        )
+        .unwrap();
+        let urls: Vec<&str> = config
+            .alerting
+            .alertmanagers
+            .iter()
+            .map(|url| url.as_str())
+            .collect();
+        assert_eq!(urls, ["http://am:9093/", "http://am-2:9093/"]);
+    }
+
+    #[test]
     fn alerting_errors_name_key_and_expectation() {
         let cases: &[(&str, &[&str])] = &[
             (
@@ -642,6 +674,19 @@ mod tests {
                 "[[alerting.webhook]]\nurl = \"https://h\"\nheaders = { A = \"x\" }\n\
                  header_files = { A = \"/f\" }",
                 &["`alerting.webhook.header_files`", "one of the two tables"],
+            ),
+            (
+                "[[alerting.webhook]]\nurl = \"https://h\"\nheaders = { Authorization = \"x\" }\n\
+                 header_files = { authorization = \"/f\" }",
+                &[
+                    "`alerting.webhook.header_files`",
+                    "\"authorization\"",
+                    "already set in `headers`",
+                ],
+            ),
+            (
+                "[[alerting.webhook]]\nurl = \"https://h\"\nheaders = { X-A = \"x\", x-a = \"y\" }",
+                &["`alerting.webhook.headers`", "case-insensitive"],
             ),
             (
                 "[[alerting.webhook]]\nheaders = {}",
@@ -743,6 +788,14 @@ mod tests {
             (
                 "[openstack]\ncloud_name = \"x\"",
                 &["unknown field `cloud_name`"],
+            ),
+            (
+                "[openstack.host_names]\n\"cn-1\" = \"node-1\"\n\"cn-1.example.net\" = \"node-1\"",
+                &[
+                    "`openstack.host_names`",
+                    "\"cn-1.example.net\" = \"node-1\"",
+                    "\"cn-1\" maps to \"node-1\" too",
+                ],
             ),
         ];
         for (text, fragments) in cases {

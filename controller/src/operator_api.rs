@@ -1,6 +1,7 @@
 //! The gRPC service for the operator CLI and automation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use novamedic_proto::v1;
 use novamedic_proto::v1::operator_service_server::OperatorService;
@@ -17,6 +18,19 @@ pub const DEFAULT_EVENT_LIMIT: u32 = 50;
 
 /// Most events one request may return.
 pub const MAX_EVENT_LIMIT: u32 = 1000;
+
+/// Maximum silence one request may set. A year covers any maintenance
+/// window; a node to be left alone for longer belongs out of the fleet.
+pub const MAX_SILENCE: Duration = Duration::from_secs(365 * 86_400);
+
+/// Maximum length of an operator's reason, in characters. Reasons are stored
+/// in the event history and printed in tables, so a few sentences is the
+/// intended size.
+pub const MAX_REASON_CHARS: usize = 1_000;
+
+/// Maximum length of the requester's name a plain-text client sends, in
+/// characters; the CLI sends `user@host`.
+pub const MAX_REQUESTER_CHARS: usize = 256;
 
 /// The `OperatorService` implementation.
 #[derive(Clone, Debug)]
@@ -71,12 +85,13 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<v1::NodeStatus>, Status> {
         self.require(&request, Role::Viewer, "")?;
         let node = request.into_inner().node;
-        match self.controller.fleet().status(node.trim()) {
+        let node = required_node(&node)?;
+        match self.controller.fleet().status(node) {
             Some(mut status) => {
                 status.nova = Some(self.controller.nova_node_view(&status.node));
                 Ok(Response::new(status))
             }
-            None => Err(unknown_node(node.trim())),
+            None => Err(unknown_node(node)),
         }
     }
 
@@ -86,9 +101,13 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<v1::RestartResponse>, Status> {
         let actor = self.require(&request, Role::Operator, &request.get_ref().requested_by)?;
         let mut request = request.into_inner();
+        required_node(&request.node)?;
+        // The policy's own restarts skip this check: their reasons are
+        // written by the controller, not sent by a client.
+        request.reason = check_reason(&request.reason).map_err(Status::invalid_argument)?;
         // Under mutual TLS the certificate's name replaces whatever name the
         // client sent, so the history records an authenticated identity.
-        request.requested_by = actor;
+        request.requested_by = check_requester(&actor)?;
         tracing::info!(
             node = ?request.node,
             requested_by = ?request.requested_by,
@@ -160,7 +179,7 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<v1::PolicyStatus>, Status> {
         let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
-        let reason = required(&request.reason, "reason")?;
+        let reason = check_reason(&request.reason).map_err(Status::invalid_argument)?;
         let status = self
             .controller
             .control_policy("", &requested_by, format!("paused: {reason}"), |engine| {
@@ -193,15 +212,22 @@ impl OperatorService for OperatorApi {
         let requested_by = self.operator(&request, &request.get_ref().requested_by)?;
         let request = request.into_inner();
         let node = self.known_node(&request.node)?;
-        let reason = required(&request.reason, "reason")?;
+        let reason = check_reason(&request.reason).map_err(Status::invalid_argument)?;
         if request.duration_seconds == 0 {
             return Err(Status::invalid_argument(
                 "duration_seconds is 0; silence a node for at least one second",
             ));
         }
-        let until = now_unix_ms().saturating_add(
-            i64::try_from(request.duration_seconds.saturating_mul(1_000)).unwrap_or(i64::MAX),
-        );
+        if request.duration_seconds > MAX_SILENCE.as_secs() {
+            return Err(Status::invalid_argument(format!(
+                "duration_seconds {} is above the maximum silence of {} s (365 days); \
+                 silence the node again when it ends",
+                request.duration_seconds,
+                MAX_SILENCE.as_secs()
+            )));
+        }
+        // Both factors are bounded above, so the product fits an i64.
+        let until = now_unix_ms() + request.duration_seconds as i64 * 1_000;
         let detail = format!(
             "silenced until {}: {reason}",
             rfc3339_from_unix_ms(until).unwrap_or_default()
@@ -266,12 +292,13 @@ impl OperatorApi {
     /// which must not be empty.
     fn operator<T>(&self, request: &Request<T>, claimed_user: &str) -> Result<String, Status> {
         let actor = self.require(request, Role::Operator, claimed_user)?;
-        required(&actor, "requested_by")
+        check_requester(&actor)
     }
 
-    /// Returns the trimmed node name, or NOT_FOUND for a node never seen.
+    /// Returns the trimmed node name: INVALID_ARGUMENT for an empty one,
+    /// NOT_FOUND for a node never seen.
     fn known_node(&self, node: &str) -> Result<String, Status> {
-        let node = node.trim();
+        let node = required_node(node)?;
         if self.controller.fleet().status(node).is_none() {
             return Err(unknown_node(node));
         }
@@ -286,11 +313,46 @@ fn unknown_node(node: &str) -> Status {
     ))
 }
 
-/// Returns a required text field, trimmed, or INVALID_ARGUMENT naming it.
-fn required(value: &str, field: &str) -> Result<String, Status> {
+/// Returns the trimmed node name, or INVALID_ARGUMENT when it is empty.
+fn required_node(node: &str) -> Result<&str, Status> {
+    let node = node.trim();
+    if node.is_empty() {
+        return Err(Status::invalid_argument(
+            "node is required; `novamedic nodes` lists known nodes",
+        ));
+    }
+    Ok(node)
+}
+
+/// Returns the requester's name, trimmed, or INVALID_ARGUMENT when it is
+/// empty or too long.
+fn check_requester(requested_by: &str) -> Result<String, Status> {
+    if requested_by.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "requested_by is required: the audit history records who asked",
+        ));
+    }
+    check_text(requested_by, "requested_by", MAX_REQUESTER_CHARS).map_err(Status::invalid_argument)
+}
+
+/// Returns an operator's reason, trimmed, or why it cannot be recorded. The
+/// CLI applies the same check before it calls the controller.
+pub fn check_reason(reason: &str) -> Result<String, String> {
+    check_text(reason, "reason", MAX_REASON_CHARS)
+}
+
+/// Returns a required text field, trimmed, or a message naming the field
+/// when it is blank or longer than `max_chars` characters.
+fn check_text(value: &str, field: &str, max_chars: usize) -> Result<String, String> {
     let value = value.trim();
     if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
+        return Err(format!("{field} is required"));
+    }
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(format!(
+            "{field} is {chars} characters long; the maximum is {max_chars}, so shorten it"
+        ));
     }
     Ok(value.to_string())
 }

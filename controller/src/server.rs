@@ -42,6 +42,19 @@ const MAX_OPERATOR_REPLY_BYTES: usize = crate::cli::MAX_REPLY_BYTES;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A start-up failure that only a change of the configuration fixes, such
+/// as an unreadable header file, an unknown cloud or an address already in
+/// use. `novamedic serve` exits with the usage code for it, which the
+/// systemd unit does not restart on.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct InvalidConfig(#[from] anyhow::Error);
+
+/// Marks `err` as a configuration problem, see [`InvalidConfig`].
+fn invalid_config(err: impl Into<anyhow::Error>) -> anyhow::Error {
+    InvalidConfig(err.into()).into()
+}
+
 /// Binds `config.listen` and serves until SIGTERM or SIGINT. SIGHUP reloads
 /// the TLS certificates, CA and CRL for new connections.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
@@ -49,7 +62,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let reload = reload_signal()?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.listen))
+        .map_err(invalid_config)?;
     serve_with_reload(listener, &config, shutdown, reload).await
 }
 
@@ -76,9 +90,14 @@ pub async fn serve_with_reload(
 ) -> anyhow::Result<()> {
     let metrics_listener = match config.metrics.listen {
         None => None,
-        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
-            format!("cannot listen on {address} for metrics ([metrics] listen)")
-        })?),
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {address} for metrics ([metrics] listen)")
+                })
+                .map_err(invalid_config)?,
+        ),
     };
     run(listener, metrics_listener, config, shutdown, reload).await
 }
@@ -111,8 +130,9 @@ async fn run(
         Transport::Plaintext => None,
     };
     let metrics = Arc::new(Metrics::default());
-    let alerter = Arc::new(Alerter::new(&config.alerting, Arc::clone(&metrics))?);
-    let nova = nova_watch(config)?;
+    let alerter = Alerter::new(&config.alerting, Arc::clone(&metrics)).map_err(invalid_config)?;
+    let alerter = Arc::new(alerter);
+    let nova = nova_watch(config).map_err(invalid_config)?;
     let store = Store::open(&config.db).await?;
     let mut controller = Controller::load(
         store,

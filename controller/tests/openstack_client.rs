@@ -270,6 +270,7 @@ async fn token_without_keystone_uses_overrides() {
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
         .collect(),
+        ..Overrides::default()
     };
     let cloud =
         config::load(&Default::default(), &SearchPaths::default(), &overrides).expect("config");
@@ -314,6 +315,7 @@ async fn application_credential_request_has_no_scope() {
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
         .collect(),
+        ..Overrides::default()
     };
     let cloud =
         config::load(&Default::default(), &SearchPaths::default(), &overrides).expect("config");

@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 //!
+//! - `cli_output`: the operator CLI's `-o json` output and exit code;
 //! - `system_env`: whether this machine can run the system tests, and where
 //!   the Debian tree, the workspace and the built binaries are;
 //! - `container`: real systemd booted with `systemd-nspawn`;
@@ -14,6 +15,7 @@
 //! - `slice`: the agent and the stand-in nova-compute inside a container,
 //!   the controller on the host, and the CLI that drives them.
 
+pub mod cli_output;
 pub mod container;
 pub mod fake_controller;
 pub mod fleet_sim;

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::cli_output::CliOutput;
 use crate::container::{Bind, Container, Network};
 use crate::nova::{nova_agent_config, tcp_listeners_of, NovaNode};
-use crate::slice::{CliOutput, AGENT_UNIT, POLL_INTERVAL};
+use crate::slice::{AGENT_UNIT, POLL_INTERVAL};
 use crate::system_env::SystemTestEnv;
 
 /// Transient unit of the controller inside the container.
@@ -107,30 +108,13 @@ impl PrivateNovaStack {
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["-o", "json"]);
         let output = self.node.container.exec(&argv)?;
-        let exit_code = output.status.code().unwrap_or(-1);
-        match serde_json::from_slice(&output.stdout) {
-            Ok(json) => Ok(CliOutput { exit_code, json }),
-            Err(err) => bail!(
-                "novamedic {args:?} exited with {} and printed no JSON ({err})\nstdout: {}\nstderr: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout).trim_end(),
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            ),
-        }
+        CliOutput::parse(args, &output)
     }
 
     /// Runs the operator CLI inside with `-o json`; any exit code but 0 is
     /// an error.
     pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
-        let output = self.cli(args)?;
-        if output.exit_code != 0 {
-            bail!(
-                "novamedic {args:?} exited with {}: {}",
-                output.exit_code,
-                output.json
-            );
-        }
-        Ok(output.json)
+        self.cli(args)?.success(args)
     }
 
     /// Runs the operator CLI inside in text mode and returns its output.

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use novamedic_tls::{issue, CertKind};
 
+pub use crate::cli_output::CliOutput;
 use crate::container::{send_signal, Bind, Container};
 use crate::system_env::SystemTestEnv;
 
@@ -262,13 +263,6 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// What `novamedic ... -o json` printed, and its exit code.
-#[derive(Debug)]
-pub struct CliOutput {
-    pub exit_code: i32,
-    pub json: Value,
-}
-
 /// The controller (`novamedic serve`) as a child process on 127.0.0.1.
 pub struct Controller {
     options: ControllerOptions,
@@ -493,29 +487,12 @@ impl Controller {
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("cannot run {}", self.options.binary.display()))?;
-        let exit_code = output.status.code().unwrap_or(-1);
-        match serde_json::from_slice(&output.stdout) {
-            Ok(json) => Ok(CliOutput { exit_code, json }),
-            Err(err) => bail!(
-                "novamedic {args:?} exited with {} and printed no JSON ({err})\nstdout: {}\nstderr: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout).trim_end(),
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            ),
-        }
+        CliOutput::parse(args, &output)
     }
 
     /// Runs the operator CLI with `-o json`; any exit code but 0 is an error.
     pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
-        let output = self.cli(args)?;
-        if output.exit_code != 0 {
-            bail!(
-                "novamedic {args:?} exited with {}: {}",
-                output.exit_code,
-                output.json
-            );
-        }
-        Ok(output.json)
+        self.cli(args)?.success(args)
     }
 
     /// Returns `node` from `novamedic nodes -o json`, if listed.

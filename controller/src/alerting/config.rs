@@ -169,17 +169,27 @@ fn invalid(key: &'static str, value: impl std::fmt::Display, expected: &str) -> 
 
 pub(crate) fn parse_alerting(file: AlertingFile) -> Result<AlertingConfig, Invalid> {
     let defaults = AlertingConfig::default();
-    let alertmanagers = file
-        .alertmanager_urls
-        .unwrap_or_default()
-        .iter()
-        .map(|text| http_url("alerting.alertmanager_urls", text))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut alertmanagers: Vec<Url> = Vec::new();
+    for text in file.alertmanager_urls.unwrap_or_default() {
+        let url = http_url("alerting.alertmanager_urls", &text)?;
+        // A repeated URL is harmless, since Alertmanager merges identical
+        // alerts, so it is dropped with a warning instead of stopping the
+        // controller.
+        if alertmanagers.contains(&url) {
+            tracing::warn!(
+                url = %super::deliver::shown(&url),
+                "alerting.alertmanager_urls lists this URL twice; sending to it once"
+            );
+            continue;
+        }
+        alertmanagers.push(url);
+    }
     let webhooks = file
         .webhook
         .into_iter()
         .map(parse_webhook)
         .collect::<Result<Vec<_>, _>>()?;
+    warn_repeated_webhooks(&webhooks);
 
     let resend_seconds = file
         .resend_interval_seconds
@@ -256,16 +266,27 @@ fn parse_webhook(file: WebhookFile) -> Result<WebhookConfig, Invalid> {
             ));
         }
     }
-    if let Some(name) = file
-        .headers
-        .keys()
-        .find(|name| file.header_files.contains_key(*name))
-    {
-        return Err(invalid(
-            "alerting.webhook.header_files",
-            format!("{name:?}"),
-            "a header absent from `headers`; set each header in one of the two tables",
-        ));
+    // Header names are case-insensitive, so `Authorization` and
+    // `authorization` are one header and only one of the values would be
+    // sent. Which one is not obvious from the file, so this is an error.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let names = (file.headers.keys().map(|name| (name, "headers")))
+        .chain(file.header_files.keys().map(|name| (name, "header_files")));
+    for (name, table) in names {
+        if let Some(first) = seen.insert(name.to_ascii_lowercase(), table) {
+            return Err(invalid(
+                if table == "headers" {
+                    "alerting.webhook.headers"
+                } else {
+                    "alerting.webhook.header_files"
+                },
+                format!("{name:?}"),
+                &format!(
+                    "a header not already set in `{first}` (names are case-insensitive); set \
+                     each header once, in one of the two tables"
+                ),
+            ));
+        }
     }
     Ok(WebhookConfig {
         url,
@@ -273,6 +294,23 @@ fn parse_webhook(file: WebhookFile) -> Result<WebhookConfig, Invalid> {
         header_files: file.header_files,
         resend: file.resend,
     })
+}
+
+/// Warns about webhooks with the same URL: each would get every
+/// notification, which may be meant (different headers) but is more likely
+/// a copied entry.
+fn warn_repeated_webhooks(webhooks: &[WebhookConfig]) {
+    for (index, webhook) in webhooks.iter().enumerate() {
+        if webhooks[..index]
+            .iter()
+            .any(|earlier| earlier.url == webhook.url)
+        {
+            tracing::warn!(
+                url = %super::deliver::shown(&webhook.url),
+                "two [[alerting.webhook]] entries have this URL; it gets every notification twice"
+            );
+        }
+    }
 }
 
 fn parse_mass_disconnect(file: MassDisconnectFile) -> Result<MassDisconnectRule, Invalid> {

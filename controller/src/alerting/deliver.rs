@@ -44,6 +44,15 @@ pub enum ReceiverError {
         source: std::io::Error,
     },
     #[error(
+        "the header file {} of header {header} for webhook {url} is empty; write the value \
+         into it", path.display()
+    )]
+    EmptyHeaderFile {
+        header: String,
+        url: String,
+        path: std::path::PathBuf,
+    },
+    #[error(
         "the value of header {header} for webhook {url}, read from {}, is not a valid header \
          value; it must be one line of visible ASCII characters", path.display()
     )]
@@ -388,7 +397,7 @@ fn rfc3339(unix_ms: i64) -> String {
 }
 
 /// Returns the URL without user information, query or fragment.
-fn shown(url: &Url) -> String {
+pub(super) fn shown(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
@@ -413,14 +422,21 @@ fn webhook_headers(webhook: &WebhookConfig) -> Result<HeaderMap, ReceiverError> 
             path: path.clone(),
             source,
         })?;
-        let mut value =
-            HeaderValue::from_str(text.trim_end_matches(['\r', '\n'])).map_err(|_| {
-                ReceiverError::HeaderValue {
-                    header: name.clone(),
-                    url: shown(&webhook.url),
-                    path: path.clone(),
-                }
-            })?;
+        let text = text.trim_end_matches(['\r', '\n']);
+        // An empty file is most likely a secret not yet written, and an
+        // empty Authorization header would only fail at the first alert.
+        if text.trim().is_empty() {
+            return Err(ReceiverError::EmptyHeaderFile {
+                header: name.clone(),
+                url: shown(&webhook.url),
+                path: path.clone(),
+            });
+        }
+        let mut value = HeaderValue::from_str(text).map_err(|_| ReceiverError::HeaderValue {
+            header: name.clone(),
+            url: shown(&webhook.url),
+            path: path.clone(),
+        })?;
         value.set_sensitive(true);
         headers.insert(header_name(name), value);
     }
@@ -541,5 +557,28 @@ mod tests {
             err.contains("absent") && err.contains("Authorization"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn empty_header_file_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("empty", ""), ("blank", " \n")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let webhook = WebhookConfig {
+                url: "http://127.0.0.1:1/h".parse().unwrap(),
+                headers: BTreeMap::new(),
+                header_files: BTreeMap::from([("Authorization".to_string(), path.clone())]),
+                resend: false,
+            };
+            let err = webhook_headers(&webhook).unwrap_err();
+            assert!(
+                matches!(err, ReceiverError::EmptyHeaderFile { .. }),
+                "{name}: {err}"
+            );
+            let message = err.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains("Authorization"), "{message}");
+        }
     }
 }

@@ -101,7 +101,7 @@ pub async fn node_show(target: &Target, format: OutputFormat, node: &str) -> Out
 pub async fn restart(target: &Target, format: OutputFormat, args: &RestartArgs) -> Outcome {
     let url = target.url.as_str();
     let mut client = connect(target).await?;
-    let wait = Duration::from_secs(args.wait);
+    let wait = args.wait;
     let mut request = tonic::Request::new(v1::RestartRequest {
         node: args.node.clone(),
         reason: args.reason.clone(),
@@ -328,7 +328,7 @@ fn connect_cause(err: &(dyn std::error::Error + 'static)) -> String {
 /// Maps a failed call to `url` to a message and exit code, telling a service
 /// that is not a novamedic controller, and a connection that broke, apart
 /// from a controller's own errors.
-fn call_failure(url: &str, status: tonic::Status) -> Failure {
+pub(super) fn call_failure(url: &str, status: tonic::Status) -> Failure {
     let chain = source_chain(&status);
     if status.code() == Code::Unimplemented || chain.contains("protocol error") {
         return Failure {

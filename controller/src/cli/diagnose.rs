@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
 use super::client::{connect, print_json, write_stdout, Outcome, Target, READ_TIMEOUT};
+use super::logs::{host_logs, request_search};
 use super::{exit, Failure, OutputFormat};
 use crate::diagnose::{
     self, all, markdown, text, DiagnoseError, FleetSource, HostLogQuery, HostLogs,
@@ -38,10 +39,10 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "HOST", requires = "all")]
     pub host: Option<String>,
 
-    /// Seconds each OpenStack request may take [default: the cloud's
-    /// api_timeout, else 30].
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: Option<u64>,
+    /// Time each OpenStack request may take: seconds (90) or a number with
+    /// s, m, h or d (30s, 5m) [default: the cloud's api_timeout, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = super::duration::parse)]
+    pub timeout: Option<Duration>,
 
     #[command(flatten)]
     pub openstack: OpenStackArgs,
@@ -166,6 +167,7 @@ impl OpenStackArgs {
         Ok(Overrides {
             cloud: self.cloud.clone(),
             values,
+            named_by: config::CloudSetting::CommandLine,
         })
     }
 }
@@ -217,7 +219,7 @@ fn openstack_client(args: &DiagnoseArgs) -> Result<Client, Failure> {
         auth_type = ?cloud.auth_type,
         "OpenStack credentials loaded"
     );
-    Client::new(cloud, args.timeout.map(Duration::from_secs)).map_err(|err| usage(err.to_string()))
+    Client::new(cloud, args.timeout).map_err(|err| usage(err.to_string()))
 }
 
 fn usage(message: String) -> Failure {
@@ -294,25 +296,10 @@ impl ControllerFleet<'_> {
 impl FleetSource for ControllerFleet<'_> {
     async fn search_logs(&self, node: &str, query: &HostLogQuery) -> Result<HostLogs, String> {
         let mut client = self.client().await?;
-        let mut request = tonic::Request::new(v1::SearchNodeLogsRequest {
-            node: node.to_string(),
-            search: Some(query.to_wire()),
-            wait_ms: LOG_SEARCH_WAIT.as_millis() as u64,
-        });
-        request.set_timeout(LOG_SEARCH_WAIT + READ_TIMEOUT);
-        let response = client
-            .search_node_logs(request)
+        let response = request_search(&mut client, node, query.to_wire(), LOG_SEARCH_WAIT)
             .await
-            .map_err(|status| self.answered(&status))?
-            .into_inner();
-        let result = response.result.unwrap_or_default();
-        match result.log_search {
-            Some(found) => Ok(HostLogs::from_wire(&response.node, &found)),
-            None => Err(format!(
-                "the agent on {} did not search: {}",
-                response.node, result.detail
-            )),
-        }
+            .map_err(|status| self.answered(&status))?;
+        host_logs(&response)
     }
 
     async fn node(&self, node: &str) -> Result<Option<NodeView>, String> {

@@ -4,17 +4,21 @@
 mod certs;
 mod client;
 mod diagnose;
+mod duration;
+mod logs;
 mod render;
 mod table;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::{Failure, Target, MAX_REPLY_BYTES};
 pub use diagnose::{DiagnoseArgs, OpenStackArgs};
+pub use logs::{LogsArgs, When};
 pub use table::escape_control;
 
 /// Exit codes, also shown in `--help`.
@@ -108,6 +112,9 @@ pub enum Command {
     Restart(RestartArgs),
     /// Show the event history, newest first.
     Events(EventsArgs),
+    /// Search nova-compute's log files on a node for an instance's or a
+    /// request's records.
+    Logs(LogsArgs),
     /// Find out why an instance is in ERROR, from Nova, Glance, Neutron,
     /// Cinder and novamedic's own host reports.
     #[command(after_help = DIAGNOSE_HELP)]
@@ -124,12 +131,14 @@ pub enum Command {
     /// End a node's silence.
     Unsilence {
         /// Node name, as `novamedic nodes` lists it.
+        #[arg(value_parser = parse_node)]
         node: String,
     },
     /// Hand a node that needs a human back to automation, forgetting its
     /// automated restarts.
     Clear {
         /// Node name, as `novamedic nodes` lists it.
+        #[arg(value_parser = parse_node)]
         node: String,
     },
     /// Create a CA and issue certificates for nodes, controller and operators.
@@ -157,43 +166,33 @@ pub struct PauseArgs {
 #[derive(Debug, Args)]
 pub struct SilenceArgs {
     /// Node name, as `novamedic nodes` lists it.
+    #[arg(value_parser = parse_node)]
     pub node: String,
 
-    /// Duration of the silence, for example 90s, 30m, 4h or 2d.
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: u64,
+    /// Duration of the silence, at most 365d: seconds (90) or a number with
+    /// s, m, h or d (30s, 5m, 2h, 1d).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_silence)]
+    pub duration: Duration,
 
     /// Why, in your words; recorded in the event history.
     #[arg(long)]
     pub reason: String,
 }
 
-/// Parses a duration such as "90s", "30m", "4h" or "2d" into seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 90s, 30m, 4h or 2d"))?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} has no unit; write s, m, h or d after the number, as in 30m"
-            ))
-        }
-    };
-    match number.checked_mul(factor) {
-        Some(0) => Err("a silence must last at least 1s".to_string()),
-        Some(seconds) => Ok(seconds),
-        None => Err(format!("{text:?} is too long")),
+/// Parses `silence --for`, which the controller caps at
+/// [`MAX_SILENCE`](crate::operator_api::MAX_SILENCE).
+fn parse_silence(text: &str) -> Result<Duration, String> {
+    duration::parse_at_most(text, crate::operator_api::MAX_SILENCE, "silence")
+}
+
+/// Rejects an empty or blank node name before it reaches the controller,
+/// where an empty name means "no node" or "every node".
+fn parse_node(text: &str) -> Result<String, String> {
+    let node = text.trim();
+    if node.is_empty() {
+        return Err("the node name is empty; pass a name as `novamedic nodes` lists it".into());
     }
+    Ok(node.to_string())
 }
 
 const DIAGNOSE_HELP: &str = "\
@@ -245,6 +244,7 @@ pub enum NodeCommand {
     /// Show everything the controller stores about a node.
     Show {
         /// Node name, as `novamedic nodes` lists it.
+        #[arg(value_parser = parse_node)]
         node: String,
     },
 }
@@ -252,22 +252,24 @@ pub enum NodeCommand {
 #[derive(Debug, Args)]
 pub struct RestartArgs {
     /// Node whose nova-compute to restart.
+    #[arg(value_parser = parse_node)]
     pub node: String,
 
     /// Why, in your words; recorded in the event history.
     #[arg(long)]
     pub reason: String,
 
-    /// Seconds to wait for the outcome; the agent gets the same budget for
-    /// the restart itself.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub wait: u64,
+    /// Time to wait for the outcome: seconds (90) or a number with s, m, h
+    /// or d (30s, 5m, 2h, 1d). The agent gets the same budget for the
+    /// restart itself; the controller's max_restart_wait_seconds caps it.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only this node's events.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_node)]
     pub node: Option<String>,
 
     /// Number of events to show; the controller caps it at 1000.
@@ -279,6 +281,11 @@ pub struct EventsArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     if cli.output == OutputFormat::Markdown && !matches!(cli.command, Command::Diagnose(_)) {
         eprintln!("novamedic: -o markdown is only for diagnose; use -o table or -o json");
+        return ExitCode::from(exit::USAGE);
+    }
+    if let Some(Err(message)) = command_reason(&cli.command).map(crate::operator_api::check_reason)
+    {
+        eprintln!("novamedic: --{message}");
         return ExitCode::from(exit::USAGE);
     }
     let target = client_target(&cli);
@@ -294,6 +301,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Restart(args) => client::restart(&target, cli.output, &args).await,
         Command::Events(args) => client::events(&target, cli.output, &args).await,
+        Command::Logs(args) => logs::run(&target, cli.output, &args).await,
         Command::Policy(PolicyCommand::Show) => {
             client::policy(&target, cli.output, client::PolicyCall::Show).await
         }
@@ -307,7 +315,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Silence(args) => {
             let call = client::PolicyCall::Silence {
                 node: args.node,
-                seconds: args.duration,
+                seconds: args.duration.as_secs(),
                 reason: args.reason,
             };
             client::policy(&target, cli.output, call).await
@@ -329,6 +337,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(failure.exit_code)
         }
+    }
+}
+
+/// Returns the `--reason` of a command that records one. It is checked in
+/// [`run`], not by clap, whose error would repeat a reason of any length.
+fn command_reason(command: &Command) -> Option<&str> {
+    match command {
+        Command::Restart(args) => Some(&args.reason),
+        Command::Pause(args) => Some(&args.reason),
+        Command::Silence(args) => Some(&args.reason),
+        _ => None,
     }
 }
 
@@ -403,17 +422,21 @@ async fn serve(args: ServeArgs) -> ExitCode {
     match crate::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "controller failed");
+            // Printed once, like the configuration errors above: under
+            // systemd, stderr is the journal already.
             eprintln!("novamedic: {err:#}");
             let in_use = matches!(
                 err.downcast_ref::<crate::store::StoreError>(),
                 Some(crate::store::StoreError::InUse { .. })
             );
-            ExitCode::from(if in_use {
+            let exit_code = if in_use {
                 exit::DB_IN_USE
+            } else if err.is::<crate::server::InvalidConfig>() {
+                exit::USAGE
             } else {
                 exit::FAILED
-            })
+            };
+            ExitCode::from(exit_code)
         }
     }
 }

@@ -22,10 +22,13 @@ const AFTER_MS: i64 = 10 * 60_000;
 const FALLBACK_MS: i64 = 24 * 3_600_000;
 
 /// The maximum window an agent accepts.
-const MAX_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+pub const MAX_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
 
 /// Request ids an agent accepts in one search.
-const MAX_REQUEST_IDS: usize = 32;
+pub const MAX_REQUEST_IDS: usize = 32;
+
+/// Records an agent returns for one search at most.
+pub const MAX_RECORDS: u32 = 500;
 
 /// Records asked of each host.
 pub const RECORDS_PER_HOST: u32 = 200;

@@ -16,13 +16,16 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `GET /metrics` on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
-    let address = listener.local_addr().map(|a| a.to_string()).ok();
+    let address = listener.local_addr().map_or_else(
+        |err| format!("unknown ({err})"),
+        |address| address.to_string(),
+    );
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(controller);
-    tracing::info!(listen = ?address, "serving Prometheus metrics at /metrics");
+    tracing::info!(listen = %address, "serving Prometheus metrics at /metrics");
     if let Err(err) = axum::serve(listener, app).await {
-        tracing::error!(listen = ?address, error = %err, "the metrics listener failed");
+        tracing::error!(listen = %address, error = %err, "the metrics listener failed");
     }
 }
 

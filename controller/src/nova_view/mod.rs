@@ -206,11 +206,7 @@ pub fn connect(
 ) -> anyhow::Result<Client> {
     let paths = match &settings.clouds_file {
         Some(file) => {
-            anyhow::ensure!(
-                file.is_file(),
-                "[openstack] clouds_file {} does not exist; create it or remove the key to                  search the standard places",
-                file.display()
-            );
+            check_clouds_file(file)?;
             config::SearchPaths {
                 clouds: vec![file.clone()],
                 secure: vec![file.with_file_name("secure.yaml")],
@@ -221,12 +217,12 @@ pub fn connect(
     let overrides = config::Overrides {
         cloud: settings.cloud.clone(),
         values: BTreeMap::new(),
+        named_by: config::CloudSetting::ControllerConfig,
     };
+    // The loader's error names the fix in the terms of controller.toml.
     let cloud = config::load(env, &paths, &overrides).with_context(|| match &settings.cloud {
-        Some(name) => format!("cannot load cloud {name:?} of [openstack] in the configuration"),
-        None => "cannot load the OpenStack credentials for [openstack]: set cloud = \"NAME\" \
-                 or the OS_* variables in the controller's environment"
-            .to_string(),
+        Some(name) => format!("cannot load cloud {name:?} of [openstack]"),
+        None => "cannot load the OpenStack credentials for [openstack]".to_string(),
     })?;
     tracing::info!(
         cloud = cloud.name,
@@ -235,6 +231,25 @@ pub fn connect(
     );
     Client::new(cloud, Some(settings.request_timeout))
         .context("cannot build the OpenStack client for [openstack]")
+}
+
+/// Checks that `[openstack] clouds_file` names a readable file.
+fn check_clouds_file(file: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(file) {
+        Ok(metadata) if metadata.is_dir() => anyhow::bail!(
+            "[openstack] clouds_file {} is a directory; set it to the clouds.yaml file, or \
+             remove the key to search the standard places",
+            file.display()
+        ),
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "[openstack] clouds_file {} does not exist; create it, or remove the key to search \
+             the standard places",
+            file.display()
+        ),
+        Err(err) => Err(err)
+            .with_context(|| format!("cannot read [openstack] clouds_file {}", file.display())),
+    }
 }
 
 /// Returns the source as shown when the controller has no `[openstack]`

@@ -92,6 +92,43 @@ pub struct CloudConfig {
 pub struct Overrides {
     pub cloud: Option<String>,
     pub values: BTreeMap<String, String>,
+    /// The setting that names the cloud, for the fix an error suggests.
+    pub named_by: CloudSetting,
+}
+
+/// The setting that names the cloud to load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CloudSetting {
+    /// `--os-cloud` or `OS_CLOUD`, as for `novamedic diagnose`.
+    #[default]
+    CommandLine,
+    /// `cloud` in the `[openstack]` table of the controller's configuration
+    /// file, or `OS_CLOUD` in the controller's environment.
+    ControllerConfig,
+}
+
+impl CloudSetting {
+    /// Names the setting in an error's fix.
+    fn name(self) -> &'static str {
+        match self {
+            CloudSetting::CommandLine => "--os-cloud or OS_CLOUD",
+            CloudSetting::ControllerConfig => {
+                "`cloud = \"NAME\"` in the [openstack] table of controller.toml"
+            }
+        }
+    }
+
+    /// Names the way to give credentials without clouds.yaml.
+    fn environment(self) -> &'static str {
+        match self {
+            CloudSetting::CommandLine => {
+                "source an openrc file that sets OS_AUTH_URL and the other OS_* variables"
+            }
+            CloudSetting::ControllerConfig => {
+                "set OS_AUTH_URL and the other OS_* variables in the controller's environment"
+            }
+        }
+    }
 }
 
 /// A configuration problem, with the key or file and the fix.
@@ -105,20 +142,31 @@ pub enum ConfigError {
     #[error("cannot parse {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error(
-        "cloud {name:?} is not in {files}; clouds there: {available}; \
-         check --os-cloud or OS_CLOUD"
+        "cloud {name:?} is not in {files}; clouds there: {available}; check {}",
+        named_by.name()
     )]
     UnknownCloud {
         name: String,
         files: String,
         available: String,
+        named_by: CloudSetting,
     },
     #[error(
-        "no OpenStack credentials: set --os-cloud or OS_CLOUD to a cloud in \
-         clouds.yaml, or source an openrc file that sets OS_AUTH_URL and the \
-         other OS_* variables"
+        "no OpenStack credentials: set {} to a cloud in clouds.yaml, or {}",
+        named_by.name(),
+        named_by.environment()
     )]
-    NoCloud,
+    NoCloud { named_by: CloudSetting },
+    #[error(
+        "several clouds are defined in {files} ({available}) and none is selected; \
+         set {} to one of them",
+        named_by.name()
+    )]
+    SeveralClouds {
+        files: String,
+        available: String,
+        named_by: CloudSetting,
+    },
     #[error("{key} is missing for auth type {auth_type}: {fix}")]
     Missing {
         key: &'static str,
@@ -276,6 +324,7 @@ pub fn load(
                     },
                     available: describe_names(file_clouds.keys()),
                     name,
+                    named_by: overrides.named_by,
                 });
             };
             let mut cloud = normalize(cloud.clone());
@@ -296,7 +345,18 @@ pub fn load(
             sources.clear();
             ("defaults".to_string(), Value::Object(Map::new()))
         }
-        (None, None) => return Err(ConfigError::NoCloud),
+        (None, None) if file_clouds.len() > 1 => {
+            return Err(ConfigError::SeveralClouds {
+                files: describe_paths(&sources),
+                available: describe_names(file_clouds.keys()),
+                named_by: overrides.named_by,
+            })
+        }
+        (None, None) => {
+            return Err(ConfigError::NoCloud {
+                named_by: overrides.named_by,
+            })
+        }
     };
     deep_merge(&mut cloud, nest_keys(&overrides.values));
     let region = overrides

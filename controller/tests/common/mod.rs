@@ -147,10 +147,15 @@ impl TestServer {
         result.expect("controller shuts down cleanly");
     }
 
+    /// Waits until a ListNodes call succeeds. A connection alone is not enough: the
+    /// listener is bound before the server opens the store and takes its
+    /// lock, and a test that starts a second controller relies on that lock.
     async fn wait_until_serving(&self) {
         for _ in 0..100 {
-            if OperatorServiceClient::connect(self.url()).await.is_ok() {
-                return;
+            if let Ok(mut client) = OperatorServiceClient::connect(self.url()).await {
+                if client.list_nodes(v1::ListNodesRequest {}).await.is_ok() {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

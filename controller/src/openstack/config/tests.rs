@@ -76,6 +76,7 @@ fn flags(cloud: Option<&str>, pairs: &[(&str, &str)]) -> Overrides {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect(),
+        ..Overrides::default()
     }
 }
 
@@ -300,7 +301,41 @@ fn nothing_configured_is_an_error() {
         &flags(None, &[]),
     )
     .expect_err("no cloud");
-    assert!(matches!(err, ConfigError::NoCloud), "{err}");
+    assert!(matches!(err, ConfigError::NoCloud { .. }), "{err}");
+    assert!(err.to_string().contains("--os-cloud or OS_CLOUD"), "{err}");
+}
+
+#[test]
+fn several_clouds_without_a_name_are_listed() {
+    let files = files(Some(CLOUDS), None);
+    let err = load(&env(&[]), &files.paths, &flags(None, &[])).expect_err("no cloud named");
+    assert!(matches!(err, ConfigError::SeveralClouds { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("(appcred, lab, prod)"), "{message}");
+    assert!(message.contains("clouds.yaml"), "{message}");
+    assert!(message.contains("--os-cloud or OS_CLOUD"), "{message}");
+}
+
+#[test]
+fn controller_errors_name_its_setting() {
+    let files = files(Some(CLOUDS), None);
+    let controller = |cloud: Option<&str>| Overrides {
+        cloud: cloud.map(str::to_string),
+        named_by: CloudSetting::ControllerConfig,
+        ..Overrides::default()
+    };
+    let several = load(&env(&[]), &files.paths, &controller(None)).expect_err("several");
+    let unknown = load(&env(&[]), &files.paths, &controller(Some("nope"))).expect_err("unknown");
+    let empty = self::files(None, None);
+    let none = load(&env(&[]), &empty.paths, &controller(None)).expect_err("none");
+    for err in [several, unknown, none] {
+        let message = err.to_string();
+        assert!(!message.contains("--os-cloud"), "{message}");
+        assert!(
+            message.contains("`cloud = \"NAME\"` in the [openstack] table of controller.toml"),
+            "{message}"
+        );
+    }
 }
 
 #[test]
