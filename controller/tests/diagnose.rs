@@ -1623,6 +1623,7 @@ async fn overridden_placement_endpoint_must_be_root() {
         )]
         .into_iter()
         .collect(),
+        ..Default::default()
     };
     let cloud =
         novamedic::openstack::config::load(&mock.environment(), &Default::default(), &overrides)
