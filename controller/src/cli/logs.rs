@@ -231,8 +231,8 @@ pub(super) async fn request_search(
     Ok(client.search_node_logs(request).await?.into_inner())
 }
 
-/// Returns the records of an answer, or the agent's reason for not
-/// searching.
+/// Returns the records of a search response, or the agent's reason for
+/// not searching.
 pub(super) fn host_logs(response: &v1::SearchNodeLogsResponse) -> Result<HostLogs, String> {
     let result = response.result.clone().unwrap_or_default();
     match &result.log_search {
@@ -244,7 +244,7 @@ pub(super) fn host_logs(response: &v1::SearchNodeLogsResponse) -> Result<HostLog
     }
 }
 
-/// Formats the answer: a summary line, one row per record with the last
+/// Formats the response: a summary line, one row per record with the last
 /// line of a traceback beneath it, and what limited the search.
 fn render(view: &LogsView) -> String {
     let logs = &view.logs;
@@ -303,7 +303,7 @@ fn render(view: &LogsView) -> String {
     out
 }
 
-/// The fault kind and signature a record matched, or `-`.
+/// Returns the fault kind and signature a record matched, or `-`.
 fn classification(record: &HostLogRecord) -> String {
     match (&record.fault_kind, &record.signature_id) {
         (Some(kind), Some(id)) => format!("{kind} ({id})"),
@@ -313,8 +313,8 @@ fn classification(record: &HostLogRecord) -> String {
     }
 }
 
-/// The record's first line without oslo.log's date, time, PID and level,
-/// which the other columns show.
+/// Returns the record's first line without oslo.log's date, time, PID and
+/// level, which the other columns show.
 fn message(record: &HostLogRecord) -> &str {
     let line = record.first_line();
     let mut fields = line.splitn(5, ' ');

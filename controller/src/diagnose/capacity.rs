@@ -251,7 +251,7 @@ pub fn compare(
 /// `hypervisor_hostname` is the server's node name when `host` is the
 /// server's host. Without it, the provider is looked up under the host's
 /// name, then under the name of the host's compute node in os-hypervisors.
-/// `Err` holds the reason and what to do, for
+/// `Err` contains the reason and what to do, for
 /// [`super::Diagnosis::missing`].
 pub async fn host_capacity(
     client: &Client,

@@ -38,7 +38,7 @@ pub struct LatestReport {
 /// One node's write in a group commit (see [`Store::save_node_writes`]).
 ///
 /// [`Store::save_node_writes`]: super::Store::save_node_writes
-// A batch holds a few writes per node for a second at most, so the unused
+// A batch keeps a few writes per node for a second at most, so the unused
 // space in a Hello is not worth a box per report.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
